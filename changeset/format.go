@@ -1,0 +1,96 @@
+// Package changeset defines the change set that carries a container's
+// filesystem changes into a build, and reads one from a snapshot.
+//
+// A change-set context is a directory with three files:
+//
+//	CHANGESET    JSON manifest: {"version":1,"entries":N,"whiteouts":M}
+//	changes.tar  the added and modified entries, as a tar rooted at /
+//	whiteouts    NUL-terminated records: 'D'+path deleted, 'O'+path replaced directory
+//
+// A tar, not a directory tree, crosses the session because a tar keeps owners,
+// the security.capability xattr and names that are not UTF-8; deletions travel
+// apart because extracting a tar applies no whiteouts.
+package changeset
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/pkg/errors"
+)
+
+// Names of the files in a change-set context.
+const (
+	// ManifestFile marks a context as a change set.
+	ManifestFile = "CHANGESET"
+	// TarFile holds the added and modified entries.
+	TarFile = "changes.tar"
+	// WhiteoutFile lists deletions and replaced directories.
+	WhiteoutFile = "whiteouts"
+)
+
+// Version is the change-set format version.
+const Version = 1
+
+// Manifest is the content of the CHANGESET file.
+type Manifest struct {
+	// Version is the format version.
+	Version int `json:"version"`
+	// Entries is the number of entries in changes.tar.
+	Entries int `json:"entries"`
+	// Whiteouts is the number of records in the whiteouts file.
+	Whiteouts int `json:"whiteouts"`
+	// Bytes is the size of the regular files' contents in changes.tar.
+	Bytes int64 `json:"bytes"`
+}
+
+// ParseManifest reads a CHANGESET file.
+func ParseManifest(dt []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(dt, &m); err != nil {
+		return nil, errors.Wrapf(err, "bad %s", ManifestFile)
+	}
+	if m.Version != Version {
+		return nil, errors.Errorf("%s version %d is not supported (want %d)", ManifestFile, m.Version, Version)
+	}
+	return &m, nil
+}
+
+// Whiteout record kinds.
+const (
+	// Deleted marks a deleted path.
+	Deleted = 'D'
+	// Opaque marks a directory whose lower contents are replaced.
+	Opaque = 'O'
+)
+
+// AppendWhiteout appends one record to a whiteouts file.
+func AppendWhiteout(dt []byte, kind byte, path string) []byte {
+	dt = append(dt, kind)
+	dt = append(dt, path...)
+	return append(dt, 0)
+}
+
+// ParseWhiteouts reads a whiteouts file.
+func ParseWhiteouts(dt []byte) (deleted, opaque []string, err error) {
+	for len(dt) > 0 {
+		i := bytes.IndexByte(dt, 0)
+		if i < 0 {
+			return nil, nil, errors.New("whiteouts: record without terminating NUL")
+		}
+		rec := dt[:i]
+		dt = dt[i+1:]
+		if len(rec) < 2 {
+			return nil, nil, errors.Errorf("whiteouts: short record %q", rec)
+		}
+		switch rec[0] {
+		case Deleted:
+			deleted = append(deleted, string(rec[1:]))
+		case Opaque:
+			opaque = append(opaque, string(rec[1:]))
+		default:
+			return nil, nil, errors.Errorf("whiteouts: unknown record kind %q", rec[0])
+		}
+	}
+	return deleted, opaque, nil
+}

@@ -1,0 +1,306 @@
+// Package imageconfig computes image configs and history as pure functions:
+// a config comes in, a new one goes out, and the input is never changed.
+package imageconfig
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/sys/signal"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+)
+
+// HistoryComment marks the history entries of config-only instructions.
+const HistoryComment = "commit-frontend.v0"
+
+// Clone returns a deep copy of img.
+func Clone(img *dockerspec.DockerOCIImage) *dockerspec.DockerOCIImage {
+	out := &dockerspec.DockerOCIImage{}
+	if img == nil {
+		return out
+	}
+	dt, err := json.Marshal(img)
+	if err != nil {
+		panic(fmt.Sprintf("image config cannot be marshalled: %v", err))
+	}
+	if err := json.Unmarshal(dt, out); err != nil {
+		panic(fmt.Sprintf("image config cannot be unmarshalled: %v", err))
+	}
+	return out
+}
+
+// FromBase returns the config a new image starts from: the base config with
+// its history and rootfs kept, its creation time cleared. A nil base (scratch)
+// gives an empty config for platform p.
+func FromBase(base *dockerspec.DockerOCIImage, p ocispecs.Platform) *dockerspec.DockerOCIImage {
+	if base == nil {
+		img := &dockerspec.DockerOCIImage{}
+		img.Architecture = p.Architecture
+		img.OS = p.OS
+		img.OSVersion = p.OSVersion
+		img.Variant = p.Variant
+		img.RootFS.Type = "layers"
+		img.Config.Env = []string{"PATH=" + defaultPath}
+		return img
+	}
+	img := Clone(base)
+	img.Created = nil
+	if img.RootFS.Type == "" {
+		img.RootFS.Type = "layers"
+	}
+	return img
+}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Entry describes one history entry to append.
+type Entry struct {
+	// CreatedBy is the command that made the entry.
+	CreatedBy string
+	// Author is the entry's author.
+	Author string
+	// Comment is the entry's comment (the commit message).
+	Comment string
+	// Created is the entry's time; nil leaves it to the exporter.
+	Created *time.Time
+	// EmptyLayer marks an entry that adds no layer.
+	EmptyLayer bool
+}
+
+// AddHistory returns a copy of img with e appended to its history. An author
+// on a layer entry also becomes the image author, as `docker commit -a` does.
+func AddHistory(img *dockerspec.DockerOCIImage, e Entry) *dockerspec.DockerOCIImage {
+	out := Clone(img)
+	out.History = append(out.History, ocispecs.History{
+		Created:    e.Created,
+		CreatedBy:  e.CreatedBy,
+		Author:     e.Author,
+		Comment:    e.Comment,
+		EmptyLayer: e.EmptyLayer,
+	})
+	if e.Author != "" {
+		out.Author = e.Author
+	}
+	return out
+}
+
+// State is the config being built and what a Dockerfile tracks beside it.
+type State struct {
+	// Image is the config so far.
+	Image *dockerspec.DockerOCIImage
+	// CmdSet records that CMD was set since the base, so ENTRYPOINT keeps it.
+	CmdSet bool
+	// Epoch is the time of new history entries; nil for "now".
+	Epoch *time.Time
+}
+
+// Apply returns the state after one config-only instruction: the new config
+// with one history entry marked empty_layer. s is not changed. Instructions
+// must already have their build arguments expanded.
+func Apply(s State, cmd instructions.Command) (State, error) {
+	img := Clone(s.Image)
+	cfg := &img.Config
+	var createdBy string
+	switch c := cmd.(type) {
+	case *instructions.EnvCommand:
+		parts := make([]string, 0, len(c.Env))
+		for _, e := range c.Env {
+			cfg.Env = AddEnv(cfg.Env, e.Key, e.Value)
+			parts = append(parts, e.String())
+		}
+		createdBy = "ENV " + strings.Join(parts, " ")
+	case *instructions.LabelCommand:
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		parts := make([]string, 0, len(c.Labels))
+		for _, l := range c.Labels {
+			cfg.Labels[l.Key] = l.Value
+			parts = append(parts, l.String())
+		}
+		createdBy = "LABEL " + strings.Join(parts, " ")
+	case *instructions.CmdCommand:
+		args := commandLine(img, c.ShellDependantCmdLine)
+		cfg.Cmd = args
+		cfg.ArgsEscaped = true //nolint:staticcheck // kept for docker compatibility, as BuildKit does
+		s.CmdSet = true
+		createdBy = fmt.Sprintf("CMD %q", args)
+	case *instructions.EntrypointCommand:
+		args := commandLine(img, c.ShellDependantCmdLine)
+		cfg.Entrypoint = args
+		if !s.CmdSet {
+			cfg.Cmd = nil
+		}
+		createdBy = fmt.Sprintf("ENTRYPOINT %q", args)
+	case *instructions.ExposeCommand:
+		ports, err := ParsePorts(c.Ports)
+		if err != nil {
+			return s, err
+		}
+		if cfg.ExposedPorts == nil {
+			cfg.ExposedPorts = map[string]struct{}{}
+		}
+		for _, p := range ports {
+			cfg.ExposedPorts[p] = struct{}{}
+		}
+		createdBy = "EXPOSE " + strings.Join(ports, " ")
+	case *instructions.VolumeCommand:
+		if cfg.Volumes == nil {
+			cfg.Volumes = map[string]struct{}{}
+		}
+		for _, v := range c.Volumes {
+			if v == "" {
+				return s, errors.New("VOLUME specified can not be an empty string")
+			}
+			cfg.Volumes[v] = struct{}{}
+		}
+		createdBy = fmt.Sprintf("VOLUME %v", c.Volumes)
+	case *instructions.UserCommand:
+		cfg.User = c.User
+		createdBy = "USER " + c.User
+	case *instructions.WorkdirCommand:
+		cfg.WorkingDir = Workdir(cfg.WorkingDir, c.Path)
+		createdBy = "WORKDIR " + cfg.WorkingDir
+	case *instructions.StopSignalCommand:
+		if _, err := signal.ParseSignal(c.Signal); err != nil {
+			return s, errors.Wrapf(err, "STOPSIGNAL %s", c.Signal)
+		}
+		cfg.StopSignal = c.Signal
+		createdBy = "STOPSIGNAL " + c.Signal
+	case *instructions.HealthCheckCommand:
+		h := *c.Health
+		h.Test = slices.Clone(h.Test)
+		cfg.Healthcheck = &h
+		createdBy = fmt.Sprintf("HEALTHCHECK %+v", h)
+	case *instructions.OnbuildCommand:
+		cfg.OnBuild = append(cfg.OnBuild, c.Expression)
+		createdBy = "ONBUILD " + c.Expression
+	case *instructions.ShellCommand:
+		cfg.Shell = slices.Clone(c.Shell)
+		createdBy = fmt.Sprintf("SHELL %v", c.Shell)
+	case *instructions.MaintainerCommand:
+		img.Author = c.Maintainer
+		createdBy = "MAINTAINER " + c.Maintainer
+	case *instructions.ArgCommand:
+		parts := make([]string, 0, len(c.Args))
+		for _, a := range c.Args {
+			if a.Value != nil {
+				parts = append(parts, a.Key+"="+*a.Value)
+			} else {
+				parts = append(parts, a.Key)
+			}
+		}
+		createdBy = "ARG " + strings.Join(parts, " ")
+	default:
+		return s, errors.Errorf("%s is not a config instruction", strings.ToUpper(cmd.Name()))
+	}
+	s.Image = AddHistory(img, Entry{CreatedBy: createdBy, Comment: HistoryComment, Created: s.Epoch, EmptyLayer: true})
+	return s, nil
+}
+
+// commandLine turns a CMD/ENTRYPOINT/RUN argument into argv: the exec form as
+// is, the shell form behind the image's SHELL (default /bin/sh -c).
+func commandLine(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCmdLine) []string {
+	if !c.PrependShell {
+		return slices.Clone(c.CmdLine)
+	}
+	line := strings.Join(c.CmdLine, " ")
+	if strings.TrimSpace(line) == "" {
+		return nil
+	}
+	return append(Shell(img), line)
+}
+
+// Shell returns the shell that prefixes shell-form commands.
+func Shell(img *dockerspec.DockerOCIImage) []string {
+	if len(img.Config.Shell) > 0 {
+		return slices.Clone(img.Config.Shell)
+	}
+	if img.OS == "windows" {
+		return []string{"cmd", "/S", "/C"}
+	}
+	return []string{"/bin/sh", "-c"}
+}
+
+// CommandLine is commandLine for callers outside the package.
+func CommandLine(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCmdLine) []string {
+	return commandLine(img, c)
+}
+
+// AddEnv returns env with k set to v: an existing key is replaced in place,
+// a new one appended.
+func AddEnv(env []string, k, v string) []string {
+	out := slices.Clone(env)
+	for i, kv := range out {
+		key, _, _ := strings.Cut(kv, "=")
+		if shell.EqualEnvKeys(key, k) {
+			out[i] = k + "=" + v
+			return out
+		}
+	}
+	return append(out, k+"="+v)
+}
+
+// Workdir resolves a WORKDIR argument against the current working directory.
+func Workdir(cur, p string) string {
+	if path.IsAbs(p) {
+		return path.Clean(p)
+	}
+	if cur == "" {
+		cur = "/"
+	}
+	return path.Join(cur, p)
+}
+
+// ParsePorts normalises EXPOSE arguments the way docker does: a missing
+// protocol is tcp, and a range expands to one entry per port.
+func ParsePorts(specs []string) ([]string, error) {
+	var out []string
+	for _, spec := range specs {
+		portPart, proto, hasProto := strings.Cut(spec, "/")
+		if !hasProto {
+			proto = "tcp"
+		}
+		proto = strings.ToLower(proto)
+		switch proto {
+		case "tcp", "udp", "sctp":
+		default:
+			return nil, errors.Errorf("invalid port %q: protocol %q is not tcp, udp or sctp", spec, proto)
+		}
+		lo, hi, isRange := strings.Cut(portPart, "-")
+		start, err := parsePort(lo)
+		if err != nil {
+			return nil, errors.Wrapf(err, "invalid port %q", spec)
+		}
+		end := start
+		if isRange {
+			if end, err = parsePort(hi); err != nil {
+				return nil, errors.Wrapf(err, "invalid port %q", spec)
+			}
+			if end < start {
+				return nil, errors.Errorf("invalid port %q: range ends before it starts", spec)
+			}
+		}
+		for p := start; p <= end; p++ {
+			out = append(out, strconv.Itoa(p)+"/"+proto)
+		}
+	}
+	return out, nil
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, errors.Errorf("%q is not a port number (0-65535)", s)
+	}
+	return n, nil
+}

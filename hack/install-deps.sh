@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need on a fresh Debian machine:
+# Debian packages (runc, busybox-static) and the daemons built from pinned Go
+# modules (buildkitd, buildctl, containerd, ctr, the runc shim, a registry, buildx).
+# Binaries are cached under $CF_BIN (default ~/.cache/commit-frontend/bin) by version,
+# so a second run costs nothing. Prints the bin directory on its last line.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/versions.sh"
+CF_BIN=${CF_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/commit-frontend/bin}
+mkdir -p "$CF_BIN"
+
+need_pkgs=()
+command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && file_static=1 || true
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >&2
+  apt-get install -y -q "${need_pkgs[@]}" >&2
+fi
+
+# build MODULE VERSION STAMP TAGS PKGS...
+build() {
+  local mod=$1 ver=$2 stamp=$3 tags=$4; shift 4
+  if [ -f "$CF_BIN/.$stamp-$ver" ]; then return 0; fi
+  echo "building $mod@$ver ($*)" >&2
+  local dir
+  dir=$(go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { echo "cannot download $mod@$ver" >&2; return 1; }
+  local work
+  work=$(mktemp -d)
+  cp -r "$dir/." "$work/"
+  chmod -R u+w "$work"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -tags "$tags" -o "$CF_BIN/" "$@") >&2
+  rm -rf "$work"
+  touch "$CF_BIN/.$stamp-$ver"
+}
+
+build github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" containerd "no_btrfs no_devmapper no_zfs" \
+  ./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2 &
+p1=$!
+build github.com/distribution/distribution/v3 "$REGISTRY_VERSION" registry "" ./cmd/registry &
+p2=$!
+wait $p1 $p2
+build github.com/moby/buildkit "$BUILDKIT_VERSION" buildkit "" ./cmd/buildkitd ./cmd/buildctl
+build github.com/docker/buildx "$BUILDX_VERSION" buildx "" ./cmd/buildx
+echo "$CF_BIN"

@@ -1,0 +1,5 @@
+# Pinned versions of the real components the tests and the demo run against.
+BUILDKIT_VERSION=v0.34.2
+CONTAINERD_VERSION=v2.4.2
+REGISTRY_VERSION=v3.1.2
+BUILDX_VERSION=v0.38.2

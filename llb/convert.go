@@ -1,0 +1,516 @@
+// Package llb converts a Commitfile AST into BuildKit LLB and the image config
+// that goes with it. It needs no daemon: everything it must look up (images,
+// named contexts, the contents of a commit context) comes through a Resolver.
+//
+// In this project BuildKit's own client/llb package is always imported as bkllb.
+package llb
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
+	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
+	"github.com/containerd/platforms"
+	bkllb "github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+)
+
+// SourceKind tells how a COMMIT context holds the filesystem.
+type SourceKind int
+
+const (
+	// Tree is a plain directory tree: the whole filesystem to commit.
+	Tree SourceKind = iota
+	// ChangeSet is a change set: a tar of added and modified entries plus a
+	// list of deletions and replaced directories.
+	ChangeSet
+)
+
+// CommitSource is what a COMMIT context holds.
+type CommitSource struct {
+	// Kind is how the filesystem is held.
+	Kind SourceKind
+	// State is the context's filesystem.
+	State bkllb.State
+	// TarPath is the change set's tar inside State (ChangeSet only).
+	TarPath string
+	// Entries is the number of entries in the tar (ChangeSet only).
+	Entries int
+	// Deletions are the paths the change set deletes (ChangeSet only).
+	Deletions []string
+	// Opaque are the directories the change set replaces (ChangeSet only).
+	Opaque []string
+}
+
+// Empty reports whether the source changes nothing.
+func (s *CommitSource) Empty() bool {
+	return s.Kind == ChangeSet && s.Entries == 0 && len(s.Deletions) == 0 && len(s.Opaque) == 0
+}
+
+// Resolver looks up what the conversion cannot know by itself.
+type Resolver interface {
+	// NamedContext returns the named context `name` given to the build, or
+	// a nil state when there is none.
+	NamedContext(ctx context.Context, name string, p *ocispecs.Platform) (*bkllb.State, *dockerspec.DockerOCIImage, error)
+	// ResolveImage returns the state and config of an image reference.
+	ResolveImage(ctx context.Context, ref string, p *ocispecs.Platform) (bkllb.State, *dockerspec.DockerOCIImage, error)
+	// CommitSource returns the filesystem held by the COMMIT context `name`.
+	CommitSource(ctx context.Context, name string, p *ocispecs.Platform) (*CommitSource, error)
+	// Context returns the build context for COPY and ADD sources: the main
+	// context for "" or a named context.
+	Context(ctx context.Context, name string) (bkllb.State, error)
+}
+
+// ConvertOpt are the inputs of a conversion besides the AST.
+type ConvertOpt struct {
+	// BuildArgs override ARG defaults.
+	BuildArgs map[string]string
+	// TargetPlatform is the platform to build for; nil for the default.
+	TargetPlatform *ocispecs.Platform
+	// Epoch is SOURCE_DATE_EPOCH: the time of every new history entry.
+	Epoch *time.Time
+	// Target names the stage to build; empty for the last one.
+	Target string
+	// Author and Message apply to COMMIT instructions that give none.
+	Author, Message string
+	// Resolver looks up images and contexts.
+	Resolver Resolver
+	// Now gives the time of history entries when Epoch is nil.
+	Now func() time.Time
+}
+
+// Result is the LLB and config of the stage built.
+type Result struct {
+	// State is the final filesystem.
+	State bkllb.State
+	// Image is the image config with history.
+	Image *dockerspec.DockerOCIImage
+	// BaseImage is the config of the stage's base, nil for scratch.
+	BaseImage *dockerspec.DockerOCIImage
+	// Layers is the number of layers the stage adds to its base.
+	Layers int
+}
+
+type stageState struct {
+	name      string
+	state     bkllb.State
+	image     *dockerspec.DockerOCIImage
+	baseImage *dockerspec.DockerOCIImage
+	layers    int
+	cmdSet    bool
+	args      map[string]string
+	loc       []parser.Range
+}
+
+// Convert turns cf into LLB and an image config.
+func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*Result, error) {
+	if opt.Resolver == nil {
+		return nil, errors.New("conversion needs a resolver")
+	}
+	platform := platforms.DefaultSpec()
+	if opt.TargetPlatform != nil {
+		platform = *opt.TargetPlatform
+	}
+	lex := shell.NewLex(cf.EscapeToken)
+	if cf.EscapeToken == 0 {
+		lex = shell.NewLex('\\')
+	}
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
+
+	metaArgs := map[string]string{}
+	for _, a := range cf.MetaArgs {
+		for _, kv := range a.Args {
+			if v, ok := opt.BuildArgs[kv.Key]; ok {
+				metaArgs[kv.Key] = v
+			} else if kv.Value != nil {
+				v, _, err := lex.ProcessWord(*kv.Value, envGetter(metaArgs))
+				if err != nil {
+					return nil, parser.WithLocation(err, a.Location())
+				}
+				metaArgs[kv.Key] = v
+			} else {
+				metaArgs[kv.Key] = ""
+			}
+		}
+	}
+
+	targetIdx := len(cf.Stages) - 1
+	if opt.Target != "" {
+		targetIdx = -1
+		for i, s := range cf.Stages {
+			if s.Name == strings.ToLower(opt.Target) {
+				targetIdx = i
+			}
+		}
+		if targetIdx < 0 {
+			return nil, errors.Errorf("target stage %q not found", opt.Target)
+		}
+	}
+
+	done := make([]*stageState, 0, len(cf.Stages))
+	for i := 0; i <= targetIdx; i++ {
+		st, err := convertStage(ctx, cf.Stages[i], done, metaArgs, lex, platform, opt, now)
+		if err != nil {
+			return nil, err
+		}
+		done = append(done, st)
+	}
+	last := done[targetIdx]
+	return &Result{State: last.state, Image: last.image, BaseImage: last.baseImage, Layers: last.layers}, nil
+}
+
+func convertStage(ctx context.Context, s commitfile.Stage, done []*stageState, metaArgs map[string]string, lex *shell.Lex, platform ocispecs.Platform, opt ConvertOpt, now func() time.Time) (*stageState, error) {
+	baseName, _, err := lex.ProcessWord(s.BaseName, envGetter(metaArgs))
+	if err != nil {
+		return nil, parser.WithLocation(errors.Wrapf(err, "FROM %s", s.BaseName), s.Loc)
+	}
+	p := platform
+	if s.Platform != "" {
+		pv, _, err := lex.ProcessWord(s.Platform, envGetter(metaArgs))
+		if err != nil {
+			return nil, parser.WithLocation(err, s.Loc)
+		}
+		if p, err = platforms.Parse(pv); err != nil {
+			return nil, parser.WithLocation(errors.Wrapf(err, "FROM --platform=%s", pv), s.Loc)
+		}
+	}
+	st, err := resolveBase(ctx, baseName, done, p, opt.Resolver)
+	if err != nil {
+		return nil, parser.WithLocation(err, s.Loc)
+	}
+	st.name = s.Name
+	st.loc = s.Loc
+	st.args = map[string]string{}
+	history := time.Time{}
+	epoch := opt.Epoch
+	if epoch == nil {
+		history = now().UTC()
+		epoch = &history
+	}
+	cfgState := imageconfig.State{Image: st.image, Epoch: epoch}
+
+	for _, cmd := range s.Commands {
+		env := stageEnv(cfgState.Image, st.args)
+		if ex, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
+			if err := ex.Expand(func(w string) (string, error) {
+				v, _, err := lex.ProcessWord(w, envGetter(env))
+				return v, err
+			}); err != nil {
+				return nil, parser.WithLocation(err, cmd.Location())
+			}
+		}
+		switch c := cmd.(type) {
+		case *commitfile.CommitCommand:
+			if err := convertCommit(ctx, st, c, &cfgState, p, opt, epoch); err != nil {
+				return nil, parser.WithLocation(err, c.Location())
+			}
+			continue
+		case *instructions.RunCommand:
+			if err := convertRun(st, c, &cfgState, epoch); err != nil {
+				return nil, parser.WithLocation(err, c.Location())
+			}
+			continue
+		case *instructions.CopyCommand:
+			if err := convertCopy(ctx, st, done, c.SourcesAndDest, c.From, c.Chown, c.Chmod, false, "COPY", &cfgState, opt, epoch); err != nil {
+				return nil, parser.WithLocation(err, c.Location())
+			}
+			continue
+		case *instructions.AddCommand:
+			if err := convertCopy(ctx, st, done, c.SourcesAndDest, "", c.Chown, c.Chmod, true, "ADD", &cfgState, opt, epoch); err != nil {
+				return nil, parser.WithLocation(err, c.Location())
+			}
+			continue
+		case *instructions.ArgCommand:
+			for _, kv := range c.Args {
+				if v, ok := opt.BuildArgs[kv.Key]; ok {
+					st.args[kv.Key] = v
+				} else if kv.Value != nil {
+					st.args[kv.Key] = *kv.Value
+				} else if v, ok := metaArgs[kv.Key]; ok {
+					st.args[kv.Key] = v
+				}
+			}
+		case *instructions.EnvCommand:
+			for _, e := range c.Env {
+				st.state = st.state.AddEnv(e.Key, e.Value)
+			}
+		case *instructions.WorkdirCommand:
+			st.state = st.state.Dir(imageconfig.Workdir(cfgState.Image.Config.WorkingDir, c.Path))
+		case *instructions.UserCommand:
+			st.state = st.state.User(c.User)
+		}
+		next, err := imageconfig.Apply(cfgState, cmd)
+		if err != nil {
+			return nil, parser.WithLocation(err, cmd.Location())
+		}
+		cfgState = next
+	}
+	st.image = cfgState.Image
+	return st, nil
+}
+
+func resolveBase(ctx context.Context, name string, done []*stageState, p ocispecs.Platform, r Resolver) (*stageState, error) {
+	if strings.EqualFold(name, "scratch") {
+		return &stageState{state: bkllb.Scratch().Platform(p), image: imageconfig.FromBase(nil, p)}, nil
+	}
+	for _, d := range done {
+		if d.name != "" && d.name == strings.ToLower(name) {
+			return &stageState{state: d.state, image: imageconfig.Clone(d.image), baseImage: d.baseImage}, nil
+		}
+	}
+	if st, img, err := r.NamedContext(ctx, name, &p); err != nil {
+		return nil, errors.Wrapf(err, "base %q", name)
+	} else if st != nil {
+		return &stageState{state: *st, image: imageconfig.FromBase(img, p), baseImage: img}, nil
+	}
+	st, img, err := r.ResolveImage(ctx, name, &p)
+	if err != nil {
+		return nil, errors.Wrapf(err, "base image %q", name)
+	}
+	return &stageState{state: st, image: imageconfig.FromBase(img, p), baseImage: img}, nil
+}
+
+// convertCommit adds the layer of a COMMIT instruction: the change set applied
+// to the current state in one FileOp, or the difference between the current
+// state and a whole tree.
+func convertCommit(ctx context.Context, st *stageState, c *commitfile.CommitCommand, cfg *imageconfig.State, p ocispecs.Platform, opt ConvertOpt, epoch *time.Time) error {
+	src, err := opt.Resolver.CommitSource(ctx, c.Context, &p)
+	if err != nil {
+		return errors.Wrapf(err, "COMMIT %s", c.Context)
+	}
+	author, message := c.Author, c.Message
+	if author == "" {
+		author = opt.Author
+	}
+	if message == "" {
+		message = opt.Message
+	}
+	entry := imageconfig.Entry{
+		CreatedBy: CommitCreatedBy(c, cfg.Image),
+		Author:    author,
+		Comment:   message,
+		Created:   epoch,
+	}
+	name := bkllb.WithCustomName("COMMIT " + c.Context)
+	switch {
+	case src.Empty():
+		entry.EmptyLayer = true
+	case src.Kind == ChangeSet:
+		st.state = st.state.File(ChangeSetAction(src), name)
+		st.layers++
+	default:
+		st.state = bkllb.Merge([]bkllb.State{st.state, bkllb.Diff(st.state, src.State, name)}, name)
+		st.layers++
+	}
+	cfg.Image = imageconfig.AddHistory(cfg.Image, entry)
+	return nil
+}
+
+// CommitCreatedBy is the created_by of a COMMIT history entry: the
+// instruction itself unless a caller (the commit command) set it.
+func CommitCreatedBy(c *commitfile.CommitCommand, _ *dockerspec.DockerOCIImage) string {
+	if c.CreatedBy != "" {
+		return c.CreatedBy
+	}
+	return "COMMIT " + c.Context
+}
+
+// ChangeSetAction is the one file action that applies a change set: the
+// deletions and replaced directories first, then the tar extracted at /.
+func ChangeSetAction(src *CommitSource) *bkllb.FileAction {
+	var fa *bkllb.FileAction
+	add := func(a *bkllb.FileAction) {
+		if fa == nil {
+			fa = a
+		}
+	}
+	rm := func(p string) {
+		info := &bkllb.RmInfo{AllowNotFound: true}
+		if pat, ok := wildcardFor(p); ok {
+			p = pat
+			info.AllowWildcard = true
+		}
+		if fa == nil {
+			add(bkllb.Rm(p, info))
+		} else {
+			fa = fa.Rm(p, info)
+		}
+	}
+	for _, d := range slices.Sorted(slices.Values(src.Deletions)) {
+		rm("/" + strings.TrimPrefix(d, "/"))
+	}
+	for _, d := range slices.Sorted(slices.Values(src.Opaque)) {
+		rm("/" + strings.TrimPrefix(d, "/"))
+	}
+	if src.Entries > 0 {
+		cp := &bkllb.CopyInfo{AttemptUnpack: true, CreateDestPath: true}
+		if fa == nil {
+			fa = bkllb.Copy(src.State, src.TarPath, "/", cp)
+		} else {
+			fa = fa.Copy(src.State, src.TarPath, "/", cp)
+		}
+	}
+	return fa
+}
+
+// wildcardFor returns a pattern for a path that is not valid UTF-8: LLB
+// carries paths as protobuf strings, so every byte that is not UTF-8 becomes
+// a one-character wildcard, and the pattern's own special characters are
+// escaped.
+func wildcardFor(p string) (string, bool) {
+	if utf8.ValidString(p) {
+		return p, false
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		r, size := utf8.DecodeRuneInString(p[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			b.WriteByte('?')
+		case r == '*' || r == '?' || r == '[' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteString(p[i : i+size])
+		}
+		i += size
+	}
+	return b.String(), true
+}
+
+func convertRun(st *stageState, c *instructions.RunCommand, cfg *imageconfig.State, epoch *time.Time) error {
+	args := imageconfig.CommandLine(cfg.Image, c.ShellDependantCmdLine)
+	if len(args) == 0 {
+		return errors.New("RUN needs a command")
+	}
+	opts := []bkllb.RunOption{bkllb.Args(args), bkllb.WithCustomName("RUN " + strings.Join(c.CmdLine, " "))}
+	for _, k := range slices.Sorted(maps.Keys(st.args)) {
+		if _, inEnv := envKey(cfg.Image.Config.Env, k); !inEnv {
+			opts = append(opts, bkllb.AddEnv(k, st.args[k]))
+		}
+	}
+	st.state = st.state.Run(opts...).Root()
+	st.layers++
+	cfg.Image = imageconfig.AddHistory(cfg.Image, imageconfig.Entry{
+		CreatedBy: "RUN " + strings.Join(args, " "),
+		Comment:   imageconfig.HistoryComment,
+		Created:   epoch,
+	})
+	return nil
+}
+
+func envKey(env []string, k string) (string, bool) {
+	for _, kv := range env {
+		key, v, _ := strings.Cut(kv, "=")
+		if shell.EqualEnvKeys(key, k) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func convertCopy(ctx context.Context, st *stageState, done []*stageState, sd instructions.SourcesAndDest, from, chown, chmod string, unpack bool, verb string, cfg *imageconfig.State, opt ConvertOpt, epoch *time.Time) error {
+	var src bkllb.State
+	found := false
+	if from != "" {
+		for _, d := range done {
+			if d.name != "" && d.name == strings.ToLower(from) {
+				src, found = d.state, true
+			}
+		}
+		if !found {
+			if ctxSt, _, err := opt.Resolver.NamedContext(ctx, from, nil); err != nil {
+				return err
+			} else if ctxSt != nil {
+				src, found = *ctxSt, true
+			}
+		}
+		if !found {
+			s, _, err := opt.Resolver.ResolveImage(ctx, from, nil)
+			if err != nil {
+				return errors.Wrapf(err, "%s --from=%s: not a stage, context or image", verb, from)
+			}
+			src = s
+		}
+	} else {
+		s, err := opt.Resolver.Context(ctx, "")
+		if err != nil {
+			return err
+		}
+		src = s
+	}
+	if len(sd.SourcePaths) == 0 {
+		return errors.Errorf("%s needs a source and a destination", verb)
+	}
+	dest := sd.DestPath
+	if !strings.HasPrefix(dest, "/") {
+		dest = imageconfig.Workdir(cfg.Image.Config.WorkingDir, dest)
+		if strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." {
+			dest += "/"
+		}
+	}
+	var fa *bkllb.FileAction
+	for _, p := range sd.SourcePaths {
+		info := &bkllb.CopyInfo{
+			FollowSymlinks:      true,
+			CopyDirContentsOnly: true,
+			AttemptUnpack:       unpack,
+			CreateDestPath:      true,
+			AllowWildcard:       true,
+			AllowEmptyWildcard:  false,
+		}
+		if chown != "" {
+			info.ChownOpt = chownOpt(chown)
+		}
+		if chmod != "" {
+			m, err := parseMode(chmod)
+			if err != nil {
+				return err
+			}
+			info.Mode = m
+		}
+		if fa == nil {
+			fa = bkllb.Copy(src, p, dest, info)
+		} else {
+			fa = fa.Copy(src, p, dest, info)
+		}
+	}
+	createdBy := fmt.Sprintf("%s %s %s", verb, strings.Join(sd.SourcePaths, " "), sd.DestPath)
+	st.state = st.state.File(fa, bkllb.WithCustomName(createdBy))
+	st.layers++
+	cfg.Image = imageconfig.AddHistory(cfg.Image, imageconfig.Entry{
+		CreatedBy: createdBy,
+		Comment:   imageconfig.HistoryComment,
+		Created:   epoch,
+	})
+	return nil
+}
+
+func stageEnv(img *dockerspec.DockerOCIImage, args map[string]string) map[string]string {
+	env := maps.Clone(args)
+	for _, kv := range img.Config.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return env
+}
+
+type envGetter map[string]string
+
+func (e envGetter) Get(k string) (string, bool) { v, ok := e[k]; return v, ok }
+
+func (e envGetter) Keys() []string { return slices.Sorted(maps.Keys(e)) }
