@@ -6,10 +6,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/moby/buildkit/frontend/gateway/grpcclient"
+	"github.com/moby/buildkit/solver/errdefs"
 	"github.com/moby/buildkit/util/appcontext"
 	"github.com/moby/buildkit/util/stack"
 )
@@ -24,8 +26,22 @@ func main() {
 	}
 	ctx := appcontext.Context()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "commit-frontend: %v\n", err)
+		printError(os.Stderr, err)
 		os.Exit(exitCode(err))
+	}
+}
+
+// printError prints err and, when it points into a Commitfile, the file and
+// line it points at, followed by the lines around it.
+func printError(w io.Writer, err error) {
+	srcs := errdefs.Sources(err)
+	prefix := ""
+	if len(srcs) > 0 && srcs[0].Info != nil && len(srcs[0].Ranges) > 0 {
+		prefix = fmt.Sprintf("%s:%d: ", srcs[0].Info.Filename, srcs[0].Ranges[0].Start.Line)
+	}
+	fmt.Fprintf(w, "commit-frontend: %s%v\n", prefix, err)
+	for _, s := range srcs {
+		_ = s.Print(w)
 	}
 }
 

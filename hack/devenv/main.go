@@ -1,0 +1,77 @@
+// Command devenv starts a private registry, buildkitd and containerd under one
+// directory, builds the busybox base image, writes the addresses as shell
+// variables to DIR/env, and keeps them running until it is interrupted.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+	"github.com/commit-frontend/commit-frontend/internal/testenv"
+)
+
+func main() {
+	dir := flag.String("dir", "", "directory for the daemons' state (default: a new temp dir)")
+	flag.Parse()
+	if err := run(*dir); err != nil {
+		fmt.Fprintln(os.Stderr, "devenv:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dir string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if dir == "" {
+		d, err := os.MkdirTemp("", "commit-frontend-env-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	reg, err := testenv.StartRegistry(dir)
+	if err != nil {
+		return err
+	}
+	defer reg.Stop()
+	ctrd, err := testenv.StartContainerd(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer ctrd.Stop()
+	bk, err := testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{InsecureRegistries: []string{reg.Host}})
+	if err != nil {
+		return err
+	}
+	defer bk.Stop()
+	c, err := solve.Connect(ctx, bk.Addr)
+	if err != nil {
+		return err
+	}
+	img, err := testenv.BuildBusybox(ctx, c, dir, reg.Host)
+	c.Close()
+	if err != nil {
+		return err
+	}
+	env := fmt.Sprintf("BUILDKIT_HOST=%s\nCONTAINERD_ADDRESS=%s\nCF_REGISTRY=%s\nCF_BASE_IMAGE=%s\nCF_BASE_TAR=%s\nCF_BASE_LAYOUT=%s\nCF_ENV_DIR=%s\n",
+		bk.Addr, ctrd.Addr, reg.Host, img.Ref, img.Tar, img.Layout, dir)
+	envFile := filepath.Join(dir, "env")
+	if err := os.WriteFile(envFile+".tmp", []byte(env), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(envFile+".tmp", envFile); err != nil {
+		return err
+	}
+	fmt.Print(env)
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs what the tests
+# need (Debian packages, daemons built from pinned Go modules), then runs vet,
+# the unit tests and the integration tests against real daemons that the tests
+# start themselves. Needs root (buildkitd, containerd and runc do).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CF_BIN=$(bash hack/install-deps.sh | tail -n 1)
+export CF_BIN
+echo "daemons in $CF_BIN" >&2
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+go vet ./...
+go test -count=1 -timeout 40m "$@" ./...
