@@ -1,17 +1,140 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/commit-frontend/commit-frontend/commit"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/moby/buildkit/cmd/buildctl/build"
 	"github.com/pkg/errors"
 	"github.com/spf13/cobra"
 )
 
+// defaultContainerdAddress is containerd's default socket.
+const defaultContainerdAddress = "/run/containerd/containerd.sock"
+
+type commitFlags struct {
+	author, message  string
+	changes          []string
+	pause            bool
+	address          string
+	namespace        string
+	addr             string
+	compression      string
+	compressionLevel int
+	outputs          []string
+	iidfile          string
+	metadataFile     string
+	progress         string
+	snapshotter      string
+	snapshot         string
+	base             string
+}
+
 func newCommitCommand() *cobra.Command {
-	return &cobra.Command{
+	var f commitFlags
+	cmd := &cobra.Command{
 		Use:   "commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]",
-		Short: "Commit a containerd container into the containerd image store",
-		Args:  cobra.RangeArgs(1, 2),
+		Short: "Commit a containerd container into the containerd image store, through BuildKit",
+		Long: `Commit a container's filesystem changes as a new image, like docker commit.
+
+The change set of the container's snapshot is sent to buildkitd, which computes
+the layer; the image lands in containerd's image store in the container's
+namespace (or goes to --output). The new image ID is printed on stdout.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("commit is not available yet")
+			ref := ""
+			if len(args) == 2 {
+				ref = args[1]
+			}
+			return runCommit(cmd, f, args[0], ref)
 		},
 	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.author, "author", "a", "", `author (e.g., "John Hannibal Smith <hannibal@a-team.com>")`)
+	fl.StringVarP(&f.message, "message", "m", "", "commit message")
+	fl.StringArrayVarP(&f.changes, "change", "c", nil, "apply a Dockerfile instruction to the image (CMD ENTRYPOINT ENV EXPOSE HEALTHCHECK LABEL ONBUILD STOPSIGNAL USER VOLUME WORKDIR)")
+	fl.BoolVarP(&f.pause, "pause", "p", true, "pause the container during the commit")
+	fl.StringVar(&f.address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd address ($CONTAINERD_ADDRESS)")
+	fl.StringVarP(&f.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace ($CONTAINERD_NAMESPACE): moby for docker, default for nerdctl, k8s.io for Kubernetes")
+	fl.StringVar(&f.addr, "addr", "", "buildkitd address (default $BUILDKIT_HOST or "+solve.DefaultAddr+")")
+	fl.StringVar(&f.compression, "compression", "", "new layer compression: gzip, zstd, estargz, uncompressed (default gzip)")
+	fl.IntVar(&f.compressionLevel, "compression-level", 0, "compression level")
+	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "send the image elsewhere instead of the image store, in buildctl syntax (type=oci,dest=out.tar; type=image,name=REF,push=true)")
+	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID to this file")
+	fl.StringVar(&f.metadataFile, "metadata-file", "", "write the build result metadata to this file")
+	fl.StringVar(&f.progress, "progress", "quiet", "progress output on stderr: auto, plain, tty, quiet, rawjson")
+	fl.StringVar(&f.snapshotter, "snapshotter", "", "snapshotter of the container's snapshot (default: the container's, else overlayfs)")
+	fl.StringVar(&f.snapshot, "snapshot", "", "snapshot key, for a container without a containerd record (docker keeps it under the container ID)")
+	fl.StringVar(&f.base, "base", "", "base image, for a container without a containerd record")
+	return cmd
+}
+
+func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
+	ctx := cmd.Context()
+	switch f.compression {
+	case "", "gzip", "zstd", "estargz", "uncompressed":
+	default:
+		return errors.Errorf("--compression=%s: want gzip, zstd, estargz or uncompressed", f.compression)
+	}
+	outputs, err := build.ParseOutput(f.outputs)
+	if err != nil {
+		return errors.Wrap(err, "--output")
+	}
+	cc, err := containerd.New(f.address, containerd.WithDefaultNamespace(f.namespace))
+	if err != nil {
+		return errors.Wrapf(err, "connecting to containerd at %s", f.address)
+	}
+	defer cc.Close()
+	if _, err := cc.Version(ctx); err != nil {
+		return errors.Wrapf(err, "containerd at %s does not answer", f.address)
+	}
+	bk, err := solve.Connect(ctx, solve.Addr(f.addr))
+	if err != nil {
+		return err
+	}
+	defer bk.Close()
+	res, err := commit.Commit(ctx, commit.Options{
+		Containerd:       cc,
+		Namespace:        f.namespace,
+		Buildkit:         bk,
+		Container:        container,
+		Snapshotter:      f.snapshotter,
+		Snapshot:         f.snapshot,
+		Base:             f.base,
+		Ref:              ref,
+		Author:           f.author,
+		Message:          f.message,
+		Changes:          f.changes,
+		Pause:            f.pause,
+		Compression:      f.compression,
+		CompressionLevel: f.compressionLevel,
+		Outputs:          outputs,
+		Progress:         f.progress,
+	})
+	if err != nil {
+		return err
+	}
+	if f.metadataFile != "" {
+		if err := solve.WriteMetadata(f.metadataFile, res.ExporterResponse); err != nil {
+			return err
+		}
+	}
+	if f.iidfile != "" {
+		if err := os.WriteFile(f.iidfile, []byte(res.ImageID.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), res.ImageID)
+	return nil
+}
+
+func envOr(k, def string) string {
+	if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+		return v
+	}
+	return def
 }

@@ -1,0 +1,399 @@
+// Package commit commits a containerd container into an image through
+// BuildKit: the container's change set crosses the session, the commit
+// frontend turns it into one layer on the container's image, and the result
+// lands in containerd's image store (or any BuildKit output). It fills the
+// role of moby's CommitImage for daemons that embed it.
+package commit
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/changeset"
+	"github.com/commit-frontend/commit-frontend/exporter"
+	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
+	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+	"github.com/tonistiigi/fsutil"
+)
+
+// Options describe one commit.
+type Options struct {
+	// Containerd is a client of the containerd holding the container, with
+	// the container's namespace as its default namespace.
+	Containerd *containerd.Client
+	// Namespace is the containerd namespace (for labels and messages).
+	Namespace string
+	// Buildkit is a client of the buildkitd that computes the layer.
+	Buildkit *bkclient.Client
+
+	// Container is the container ID.
+	Container string
+	// Snapshotter, Snapshot and Base name the snapshotter, the snapshot key
+	// and the base image directly, for a container without a containerd
+	// record (a stopped docker container); each overrides the record.
+	Snapshotter, Snapshot, Base string
+
+	// Ref is REPOSITORY[:TAG] for the image record; empty for a dangling image.
+	Ref string
+	// Author and Message go into the history entry.
+	Author, Message string
+	// Changes are `docker commit --change` instructions.
+	Changes []string
+	// Pause pauses a running container while its filesystem is read.
+	Pause bool
+	// Compression and CompressionLevel select the new layer's compression.
+	Compression      string
+	CompressionLevel int
+	// Outputs, when set, send the image there (buildctl's --output forms)
+	// instead of into containerd's image store.
+	Outputs []bkclient.ExportEntry
+	// Progress is the progress display mode; "quiet" shows nothing.
+	Progress string
+}
+
+// Result is what a commit made.
+type Result struct {
+	// ImageID is the digest of the image config, docker's image ID.
+	ImageID digest.Digest
+	// Manifest is the image manifest's descriptor.
+	Manifest ocispecs.Descriptor
+	// Name is the image record's name in containerd ("" with Outputs).
+	Name string
+	// ChangeSet describes what crossed the session.
+	ChangeSet changeset.Manifest
+	// ExporterResponse is BuildKit's exporter response.
+	ExporterResponse map[string]string
+}
+
+// target is what the commit reads from containerd.
+type target struct {
+	snapshotter string
+	snapshot    string
+	image       images.Image
+	manifest    ocispecs.Descriptor
+	platform    ocispecs.Platform
+	createdBy   string
+	task        containerd.Task
+}
+
+// Commit commits the container.
+func Commit(ctx context.Context, opt Options) (_ *Result, retErr error) {
+	if opt.Containerd == nil || opt.Buildkit == nil {
+		return nil, errors.New("commit needs a containerd and a buildkitd client")
+	}
+	cc := opt.Containerd
+	name, err := imageName(opt.Ref)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := parseChanges(opt.Changes); err != nil {
+		return nil, err
+	}
+	tg, err := resolve(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+
+	// Everything written from here on is held by a lease until the image
+	// record references it; the lease ends with the commit, on every path.
+	lctx, doneLease, err := cc.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	if err != nil {
+		return nil, errors.Wrap(err, "creating a containerd lease")
+	}
+	defer func() {
+		if err := doneLease(context.WithoutCancel(lctx)); err != nil && retErr == nil {
+			retErr = errors.Wrap(err, "releasing the containerd lease")
+		}
+	}()
+	leaseID, _ := leases.FromContext(lctx)
+
+	csDir, err := os.MkdirTemp("", "commit-frontend-changes-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(csDir)
+	cs, err := readChanges(lctx, opt, tg, csDir)
+	if err != nil {
+		return nil, err
+	}
+
+	store := exporter.LeasedStore(cc.ContentStore(), opt.Namespace, leaseID)
+	storeID := "containerd-" + sanitizeID(opt.Namespace)
+	csFS, err := fsutil.NewFS(csDir)
+	if err != nil {
+		return nil, err
+	}
+	attrs := map[string]string{
+		"base":         "base",
+		"context:base": "oci-layout://" + storeID + "@" + tg.manifest.Digest.String(),
+		"commit":       "rootfs",
+		"change":       strings.Join(opt.Changes, "\n"),
+		"author":       opt.Author,
+		"message":      opt.Message,
+		"created-by":   tg.createdBy,
+		"platform":     platforms.FormatAll(tg.platform),
+	}
+	exports := opt.Outputs
+	toStore := len(exports) == 0
+	if toStore {
+		exp := bkclient.ExportEntry{
+			Type:        bkclient.ExporterOCI,
+			Attrs:       map[string]string{"tar": "false", "oci-mediatypes": "true"},
+			OutputStore: store,
+		}
+		if opt.Compression != "" {
+			exp.Attrs["compression"] = opt.Compression
+		}
+		if opt.CompressionLevel != 0 {
+			exp.Attrs["compression-level"] = strconv.Itoa(opt.CompressionLevel)
+		}
+		exports = []bkclient.ExportEntry{exp}
+	}
+	so := bkclient.SolveOpt{
+		Exports:       exports,
+		FrontendAttrs: attrs,
+		LocalMounts:   map[string]fsutil.FS{"rootfs": csFS},
+		OCIStores:     map[string]contentStore{storeID: store},
+	}
+	progress := opt.Progress
+	if progress == "" {
+		progress = "quiet"
+	}
+	// The solve runs on ctx, not lctx: lctx carries the lease as gRPC
+	// metadata, which buildkitd would take for a lease of its own.
+	resp, err := solve.Run(ctx, opt.Buildkit, so, progress)
+	if err != nil {
+		return nil, errors.Wrap(err, "committing through buildkitd")
+	}
+	res := &Result{ChangeSet: *cs, ExporterResponse: resp.ExporterResponse}
+	res.ImageID = digest.Digest(resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey])
+	if !toStore {
+		return res, nil
+	}
+	desc, err := exporter.ManifestDescriptor(lctx, store, resp.ExporterResponse)
+	if err != nil {
+		return nil, err
+	}
+	res.Manifest = desc
+	if name == "" {
+		name = "moby-dangling@" + desc.Digest.String()
+	}
+	if err := exporter.Store(lctx, cc, exporter.StoreOpt{
+		Name:        name,
+		Manifest:    desc,
+		Snapshotter: tg.snapshotter,
+		Store:       store,
+	}); err != nil {
+		return nil, err
+	}
+	res.Name = name
+	return res, nil
+}
+
+// resolve reads the container record (or the overrides) and its image.
+func resolve(ctx context.Context, opt Options) (*target, error) {
+	cc := opt.Containerd
+	tg := &target{snapshotter: opt.Snapshotter, snapshot: opt.Snapshot}
+	imageRef := opt.Base
+	c, err := cc.LoadContainer(ctx, opt.Container)
+	switch {
+	case err == nil:
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, errors.Wrapf(err, "container %s", opt.Container)
+		}
+		if tg.snapshotter == "" {
+			tg.snapshotter = info.Snapshotter
+		}
+		if tg.snapshot == "" {
+			tg.snapshot = info.SnapshotKey
+		}
+		if imageRef == "" {
+			imageRef = info.Image
+		}
+		if spec, err := c.Spec(ctx); err == nil && spec.Process != nil {
+			tg.createdBy = strings.Join(spec.Process.Args, " ")
+		}
+		if t, err := c.Task(ctx, nil); err == nil {
+			tg.task = t
+		} else if !errdefs.IsNotFound(err) {
+			return nil, errors.Wrapf(err, "container %s: task", opt.Container)
+		}
+	case errdefs.IsNotFound(err):
+		if opt.Snapshot == "" || opt.Base == "" {
+			return nil, errors.Errorf("no such container: %s (namespace %s); for a container without a containerd record give --snapshot and --base", opt.Container, opt.Namespace)
+		}
+	default:
+		return nil, errors.Wrapf(err, "loading container %s", opt.Container)
+	}
+	if tg.snapshotter == "" {
+		tg.snapshotter = "overlayfs"
+	}
+	if tg.snapshot == "" {
+		return nil, errors.Errorf("container %s has no snapshot", opt.Container)
+	}
+	if imageRef == "" {
+		return nil, errors.Errorf("container %s has no image: give the base image with --base", opt.Container)
+	}
+	img, err := cc.ImageService().Get(ctx, imageRef)
+	if err != nil {
+		return nil, errors.Wrapf(err, "image %s of container %s", imageRef, opt.Container)
+	}
+	tg.image = img
+	m, p, err := exporter.PlatformManifest(ctx, cc.ContentStore(), img.Target, platforms.Default())
+	if err != nil {
+		return nil, errors.Wrapf(err, "image %s", imageRef)
+	}
+	tg.manifest, tg.platform = m, p
+	if _, err := cc.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
+		return nil, errors.Wrapf(err, "snapshot %s in snapshotter %s", tg.snapshot, tg.snapshotter)
+	}
+	return tg, nil
+}
+
+// readChanges pauses the container when asked, and writes its change set
+// into dir.
+func readChanges(ctx context.Context, opt Options, tg *target, dir string) (_ *changeset.Manifest, retErr error) {
+	if opt.Pause && tg.task != nil {
+		st, err := tg.task.Status(ctx)
+		if err != nil {
+			return nil, errors.Wrapf(err, "container %s: task status", opt.Container)
+		}
+		if st.Status == containerd.Running {
+			if err := tg.task.Pause(ctx); err != nil {
+				return nil, errors.Wrapf(err, "pausing container %s", opt.Container)
+			}
+			defer func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				if err := tg.task.Resume(rctx); err != nil && retErr == nil {
+					retErr = errors.Wrapf(err, "resuming container %s", opt.Container)
+				}
+			}()
+		}
+	}
+	sn := opt.Containerd.SnapshotService(tg.snapshotter)
+	mounts, err := sn.Mounts(ctx, tg.snapshot)
+	if err != nil {
+		return nil, errors.Wrapf(err, "mounts of snapshot %s", tg.snapshot)
+	}
+	w, err := changeset.Create(dir)
+	if err != nil {
+		return nil, err
+	}
+	if upper, ok := upperdir(mounts); ok {
+		_ = changeset.Sync(upper)
+		err = changeset.FromUpperdir(ctx, upper, w)
+	} else {
+		err = walkingDiff(ctx, sn, tg.snapshot, mounts, w)
+	}
+	if err != nil {
+		w.Abort()
+		return nil, errors.Wrapf(err, "reading the changes of container %s", opt.Container)
+	}
+	return w.Close()
+}
+
+// upperdir returns the upper directory of an overlay mount.
+func upperdir(mounts []mount.Mount) (string, bool) {
+	if len(mounts) != 1 || mounts[0].Type != "overlay" {
+		return "", false
+	}
+	for _, o := range mounts[0].Options {
+		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// walkingDiff mounts the snapshot and a view of its parent read-only and
+// diffs them.
+func walkingDiff(ctx context.Context, sn snapshots.Snapshotter, key string, mounts []mount.Mount, w *changeset.Writer) error {
+	info, err := sn.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	var lowerMounts []mount.Mount
+	if info.Parent != "" {
+		viewKey := "commit-frontend-view-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		lowerMounts, err = sn.View(ctx, viewKey, info.Parent)
+		if err != nil {
+			return errors.Wrap(err, "viewing the parent snapshot")
+		}
+		defer func() { _ = sn.Remove(context.WithoutCancel(ctx), viewKey) }()
+	}
+	return mount.WithReadonlyTempMount(ctx, mounts, func(upper string) error {
+		if lowerMounts == nil {
+			empty, err := os.MkdirTemp("", "commit-frontend-empty-")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(empty)
+			return changeset.FromDiff(ctx, empty, upper, w)
+		}
+		return mount.WithReadonlyTempMount(ctx, lowerMounts, func(lower string) error {
+			return changeset.FromDiff(ctx, lower, upper, w)
+		})
+	})
+}
+
+// imageName normalises REPOSITORY[:TAG] as docker and nerdctl store it.
+func imageName(ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", errors.Wrapf(err, "invalid reference %q", ref)
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return "", errors.Errorf("invalid reference %q: a commit cannot be named by digest", ref)
+	}
+	return reference.TagNameOnly(named).String(), nil
+}
+
+func sanitizeID(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	return b.String()
+}
+
+type contentStore = content.Store
+
+// parseChanges checks the changes before anything is paused or written.
+func parseChanges(changes []string) ([]instructions.Command, error) {
+	var out []instructions.Command
+	for i, c := range changes {
+		cmd, err := commitfile.ParseChange(c)
+		if err != nil {
+			return nil, errors.Wrapf(err, "--change %d (%q)", i+1, c)
+		}
+		out = append(out, cmd)
+	}
+	return out, nil
+}

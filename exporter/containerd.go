@@ -1,0 +1,210 @@
+// Package exporter lands a commit in containerd's image store: BuildKit's OCI
+// exporter writes the blobs straight into containerd's content store through
+// the session, and this package adds the garbage-collection labels, unpacks
+// the new layer into the snapshotter and writes the image record.
+package exporter
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+	"google.golang.org/grpc/metadata"
+)
+
+// leasedStore is a content store whose every call runs in a namespace and
+// under a lease: BuildKit's session calls the store with contexts of its own.
+type leasedStore struct {
+	content.Store
+	ns, lease string
+}
+
+// LeasedStore wraps s so that every call carries namespace ns and lease.
+func LeasedStore(s content.Store, ns, lease string) content.Store {
+	return &leasedStore{Store: s, ns: ns, lease: lease}
+}
+
+func (s *leasedStore) ctx(ctx context.Context) context.Context {
+	// The session hands over contexts that carry buildkitd's own gRPC
+	// metadata (its namespace and lease): drop it, keep only ours.
+	ctx = metadata.NewIncomingContext(ctx, metadata.MD{})
+	ctx = metadata.NewOutgoingContext(ctx, metadata.MD{})
+	ctx = namespaces.WithNamespace(ctx, s.ns)
+	if s.lease != "" {
+		ctx = leases.WithLease(ctx, s.lease)
+	}
+	return ctx
+}
+
+func (s *leasedStore) Info(ctx context.Context, dgst digest.Digest) (content.Info, error) {
+	return s.Store.Info(s.ctx(ctx), dgst)
+}
+
+func (s *leasedStore) Update(ctx context.Context, info content.Info, fieldpaths ...string) (content.Info, error) {
+	return s.Store.Update(s.ctx(ctx), info, fieldpaths...)
+}
+
+func (s *leasedStore) Walk(ctx context.Context, fn content.WalkFunc, filters ...string) error {
+	return s.Store.Walk(s.ctx(ctx), fn, filters...)
+}
+
+func (s *leasedStore) Delete(ctx context.Context, dgst digest.Digest) error {
+	return s.Store.Delete(s.ctx(ctx), dgst)
+}
+
+func (s *leasedStore) ReaderAt(ctx context.Context, desc ocispecs.Descriptor) (content.ReaderAt, error) {
+	return s.Store.ReaderAt(s.ctx(ctx), desc)
+}
+
+func (s *leasedStore) Status(ctx context.Context, ref string) (content.Status, error) {
+	return s.Store.Status(s.ctx(ctx), ref)
+}
+
+func (s *leasedStore) ListStatuses(ctx context.Context, filters ...string) ([]content.Status, error) {
+	return s.Store.ListStatuses(s.ctx(ctx), filters...)
+}
+
+func (s *leasedStore) Abort(ctx context.Context, ref string) error {
+	return s.Store.Abort(s.ctx(ctx), ref)
+}
+
+func (s *leasedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (content.Writer, error) {
+	return s.Store.Writer(s.ctx(ctx), opts...)
+}
+
+// ManifestDescriptor returns the descriptor of the manifest an OCI export
+// wrote, from the exporter response.
+func ManifestDescriptor(ctx context.Context, p content.InfoProvider, resp map[string]string) (ocispecs.Descriptor, error) {
+	if v, ok := resp[exptypes.ExporterImageDescriptorKey]; ok {
+		dt, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return ocispecs.Descriptor{}, errors.Wrap(err, "exporter descriptor")
+		}
+		var desc ocispecs.Descriptor
+		if err := json.Unmarshal(dt, &desc); err != nil {
+			return ocispecs.Descriptor{}, errors.Wrap(err, "exporter descriptor")
+		}
+		return desc, nil
+	}
+	dgst, err := digest.Parse(resp[exptypes.ExporterImageDigestKey])
+	if err != nil {
+		return ocispecs.Descriptor{}, errors.Wrap(err, "the exporter returned no image digest")
+	}
+	info, err := p.Info(ctx, dgst)
+	if err != nil {
+		return ocispecs.Descriptor{}, errors.Wrapf(err, "manifest %s", dgst)
+	}
+	return ocispecs.Descriptor{MediaType: ocispecs.MediaTypeImageManifest, Digest: dgst, Size: info.Size}, nil
+}
+
+// PlatformManifest returns the manifest of target for the platform (target
+// itself when it is a manifest) and the platform the image config names.
+func PlatformManifest(ctx context.Context, p content.Provider, target ocispecs.Descriptor, want platforms.MatchComparer) (ocispecs.Descriptor, ocispecs.Platform, error) {
+	desc := target
+	if images.IsIndexType(target.MediaType) {
+		dt, err := content.ReadBlob(ctx, p, target)
+		if err != nil {
+			return desc, ocispecs.Platform{}, err
+		}
+		var idx ocispecs.Index
+		if err := json.Unmarshal(dt, &idx); err != nil {
+			return desc, ocispecs.Platform{}, err
+		}
+		found := false
+		for _, m := range idx.Manifests {
+			if m.Platform != nil && want.Match(*m.Platform) && images.IsManifestType(m.MediaType) {
+				if !found || want.Less(*m.Platform, *desc.Platform) {
+					desc, found = m, true
+				}
+			}
+		}
+		if !found {
+			return desc, ocispecs.Platform{}, errors.Errorf("no manifest for %s", platforms.FormatAll(platforms.DefaultSpec()))
+		}
+	}
+	dt, err := content.ReadBlob(ctx, p, desc)
+	if err != nil {
+		return desc, ocispecs.Platform{}, errors.Wrap(err, "reading the manifest")
+	}
+	var m ocispecs.Manifest
+	if err := json.Unmarshal(dt, &m); err != nil {
+		return desc, ocispecs.Platform{}, err
+	}
+	cdt, err := content.ReadBlob(ctx, p, m.Config)
+	if err != nil {
+		return desc, ocispecs.Platform{}, errors.Wrap(err, "reading the image config")
+	}
+	var img ocispecs.Image
+	if err := json.Unmarshal(cdt, &img); err != nil {
+		return desc, ocispecs.Platform{}, err
+	}
+	plat := img.Platform
+	if plat.OS == "" {
+		plat = platforms.DefaultSpec()
+	}
+	return desc, platforms.Normalize(plat), nil
+}
+
+// StoreOpt describes an image to land in containerd.
+type StoreOpt struct {
+	// Name is the image record's name.
+	Name string
+	// Manifest is the manifest written into the content store.
+	Manifest ocispecs.Descriptor
+	// Snapshotter receives the unpacked layers.
+	Snapshotter string
+	// Store is the content store, under the commit's lease.
+	Store content.Store
+}
+
+// Store labels the manifest's blobs for garbage collection, unpacks the
+// image into the snapshotter and then creates or updates the image record:
+// the record is written last, so a failure leaves none.
+func Store(ctx context.Context, cc *containerd.Client, opt StoreOpt) error {
+	dt, err := content.ReadBlob(ctx, opt.Store, opt.Manifest)
+	if err != nil {
+		return errors.Wrap(err, "reading the exported manifest")
+	}
+	var m ocispecs.Manifest
+	if err := json.Unmarshal(dt, &m); err != nil {
+		return errors.Wrap(err, "exported manifest")
+	}
+	labels := map[string]string{"containerd.io/gc.ref.content.config": m.Config.Digest.String()}
+	for i, l := range m.Layers {
+		labels[fmt.Sprintf("containerd.io/gc.ref.content.l.%d", i)] = l.Digest.String()
+	}
+	info := content.Info{Digest: opt.Manifest.Digest, Labels: labels}
+	var fields []string
+	for k := range labels {
+		fields = append(fields, "labels."+k)
+	}
+	if _, err := opt.Store.Update(ctx, info, fields...); err != nil {
+		return errors.Wrap(err, "labelling the manifest")
+	}
+	img := images.Image{Name: opt.Name, Target: opt.Manifest}
+	if err := containerd.NewImage(cc, img).Unpack(ctx, opt.Snapshotter); err != nil {
+		return errors.Wrapf(err, "unpacking into %s", opt.Snapshotter)
+	}
+	is := cc.ImageService()
+	if _, err := is.Create(ctx, img); err != nil {
+		if !errdefs.IsAlreadyExists(err) {
+			return errors.Wrapf(err, "creating image %s", opt.Name)
+		}
+		if _, err := is.Update(ctx, img, "target"); err != nil {
+			return errors.Wrapf(err, "updating image %s", opt.Name)
+		}
+	}
+	return nil
+}
