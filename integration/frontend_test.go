@@ -219,7 +219,9 @@ func TestChangeSetFidelity(t *testing.T) {
 	check(regular, func(h *tar.Header) bool { return h.Mode&0o7777 == 0o2755 && h.Uid == 1000 && h.Gid == 50 })
 	check(link, func(h *tar.Header) bool { return h.Typeflag == tar.TypeLink && h.Linkname == regular })
 	check("data/ping", func(h *tar.Header) bool { return h.PAXRecords["SCHILY.xattr.security.capability"] == capXattr })
-	check("data/escape", func(h *tar.Header) bool { return h.Typeflag == tar.TypeSymlink && h.Linkname == "../../../../etc/shadow" })
+	check("data/escape", func(h *tar.Header) bool {
+		return h.Typeflag == tar.TypeSymlink && h.Linkname == "../../../../etc/shadow"
+	})
 	check("data/null", func(h *tar.Header) bool { return h.Typeflag == tar.TypeChar && h.Devmajor == 1 && h.Devminor == 3 })
 	check("data/fifo", func(h *tar.Header) bool { return h.Typeflag == tar.TypeFifo })
 	check("data/with space\nand newline", func(h *tar.Header) bool { return h.Size == 1 })
