@@ -154,18 +154,22 @@ func Commit(ctx context.Context, opt Options) (_ *Result, retErr error) {
 	exports := opt.Outputs
 	toStore := len(exports) == 0
 	if toStore {
-		exp := bkclient.ExportEntry{
+		exports = []bkclient.ExportEntry{{
 			Type:        bkclient.ExporterOCI,
 			Attrs:       map[string]string{"tar": "false", "oci-mediatypes": "true"},
 			OutputStore: store,
+		}}
+	}
+	for _, e := range exports {
+		if e.Attrs == nil {
+			continue
 		}
-		if opt.Compression != "" {
-			exp.Attrs["compression"] = opt.Compression
+		if _, ok := e.Attrs["compression"]; !ok && opt.Compression != "" {
+			e.Attrs["compression"] = opt.Compression
 		}
-		if opt.CompressionLevel != 0 {
-			exp.Attrs["compression-level"] = strconv.Itoa(opt.CompressionLevel)
+		if _, ok := e.Attrs["compression-level"]; !ok && opt.CompressionLevel != 0 {
+			e.Attrs["compression-level"] = strconv.Itoa(opt.CompressionLevel)
 		}
-		exports = []bkclient.ExportEntry{exp}
 	}
 	so := bkclient.SolveOpt{
 		Exports:       exports,

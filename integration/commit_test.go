@@ -1,0 +1,224 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
+)
+
+var imageID = regexp.MustCompile(`^sha256:[0-9a-f]{64}\n$`)
+
+func ctrArgs(ns string) []string {
+	return []string{"--address", env.ctrd.Addr, "--namespace", ns}
+}
+
+// TestCommitRunningContainer commits a running overlayfs container whose
+// rootfs was changed with everything a layer must keep, and compares the
+// unpacked image with the container's filesystem.
+func TestCommitRunningContainer(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "running", "echo changed > /etc/motd; adduser -D -u 1234 app 2>/dev/null; touch /ready; exec sleep 3600", false)
+	hostileChanges(t, ct.root(t))
+	ref := "example.com/committed:running"
+	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns),
+		"-a", "Jane Doe <jane@example.com>", "-m", "snapshot of a running container",
+		"-c", "ENV COMMITTED=1", "-c", `CMD ["cat", "/fidelity/owned"]`, "-c", "EXPOSE 8080",
+		"running", ref)...)...)
+	if !imageID.MatchString(r.stdout) {
+		t.Fatalf("stdout must be the image ID alone, got %q", r.stdout)
+	}
+	if got := ct.status(t); got != containerd.Running {
+		t.Errorf("container is %s after the commit, want running", got)
+	}
+	c := ct.c
+	img, err := c.ImageService().Get(context.Background(), ref)
+	if err != nil {
+		t.Fatalf("image %s not in the store: %v", ref, err)
+	}
+	cfg := imageConfig(t, c, img)
+	if id := strings.TrimSpace(r.stdout); imageManifest(t, c, img).Config.Digest.String() != id {
+		t.Errorf("printed ID %s is not the image's config %s", id, imageManifest(t, c, img).Config.Digest)
+	}
+	base := baseImage(t)
+	m := imageManifest(t, c, img)
+	if len(m.Layers) != len(base.Manifest.Layers)+1 {
+		t.Fatalf("layers %d, want base + 1", len(m.Layers))
+	}
+	for i, l := range base.Manifest.Layers {
+		if m.Layers[i].Digest != l.Digest {
+			t.Errorf("base layer %d changed: %s vs %s", i, m.Layers[i].Digest, l.Digest)
+		}
+	}
+	added := cfg.History[len(base.Config.History):]
+	if len(added) != 4 {
+		t.Fatalf("history: %+v", cfg.History)
+	}
+	h := added[0]
+	if h.EmptyLayer || h.Author != "Jane Doe <jane@example.com>" || h.Comment != "snapshot of a running container" ||
+		!strings.HasPrefix(h.CreatedBy, "sh -c echo changed > /etc/motd") {
+		t.Errorf("commit history entry: %+v", h)
+	}
+	if cfg.Author != "Jane Doe <jane@example.com>" || cfg.Config.Cmd[0] != "cat" || !contains(cfg.Config.Env, "COMMITTED=1") {
+		t.Errorf("config: %+v", cfg)
+	}
+	if _, ok := cfg.Config.ExposedPorts["8080/tcp"]; !ok {
+		t.Errorf("exposed ports: %v", cfg.Config.ExposedPorts)
+	}
+
+	// The image's unpacked filesystem is the container's filesystem.
+	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, ref, "overlayfs"))
+
+	// It runs at once: `ctr run` needs no pull and no unpack.
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "run-committed")
+	if err != nil || out != "owned by 1000\n" {
+		t.Errorf("ctr run of the committed image: %q %v", out, err)
+	}
+	leases, _ := env.ctrd.Ctr(context.Background(), ns, "leases", "ls", "-q")
+	if strings.TrimSpace(leases) != "" {
+		t.Errorf("leases left behind: %q", leases)
+	}
+}
+
+// TestCommitStoppedNative commits a stopped container on the native
+// snapshotter (the walking-diff path) into namespace moby, untagged.
+func TestCommitStoppedNative(t *testing.T) {
+	const ns = "moby"
+	ct := startContainer(t, ns, "native", "stopped-native", "mkdir -p /srv && echo native > /srv/index.html && chown -R 33:33 /srv && rm /bin/vi && ln -s /srv /www", true)
+	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "stopped-native")...)...)
+	id := strings.TrimSpace(r.stdout)
+	c := ct.c
+	imgs, err := c.ImageService().List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	for _, img := range imgs {
+		if strings.HasPrefix(img.Name, "moby-dangling@") && imageManifest(t, c, img).Config.Digest.String() == id {
+			name = img.Name
+		}
+	}
+	if name == "" {
+		t.Fatalf("no dangling image with config %s in namespace moby", id)
+	}
+	diffTrees(t, "image vs container (native)", ct.snapshotTree(t, "native"), imageTree(t, c, name, "native"))
+}
+
+// TestCommitWithoutRecord commits a snapshot that has no container record,
+// as a stopped docker container may leave, naming snapshot and base.
+func TestCommitWithoutRecord(t *testing.T) {
+	const ns = "moby"
+	ct := startContainer(t, ns, "overlayfs", "recordless", "echo from-snapshot > /marker", true)
+	// Keep the snapshot, drop the record.
+	if _, err := env.ctrd.Ctr(context.Background(), ns, "tasks", "rm", ct.id); err != nil {
+		t.Fatal(err)
+	}
+	sn := ct.c.SnapshotService("overlayfs")
+	info, err := sn.Stat(context.Background(), ct.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Re-home the snapshot under a docker-like key, then remove the container.
+	key := "docker-like-" + ct.id
+	// Docker keeps such a snapshot from the garbage collector with a root label.
+	mounts, err := sn.Prepare(context.Background(), key, info.Parent,
+		snapshots.WithLabels(map[string]string{"containerd.io/gc.root": time.Now().UTC().Format(time.RFC3339)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeViaMount(t, mounts, map[string]string{"marker": "from-snapshot\n"})
+	if _, err := env.ctrd.Ctr(context.Background(), ns, "containers", "rm", ct.id); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sn.Remove(context.Background(), key) })
+
+	r := cfFail(t, "", append([]string{"commit"}, append(ctrArgs(ns), "gone", "example.com/x:y")...)...)
+	if !strings.Contains(r.stderr, "no such container: gone") || !strings.Contains(r.stderr, "--snapshot") {
+		t.Errorf("error for a missing container: %s", r.stderr)
+	}
+	ref := "example.com/recordless:1"
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--snapshot", key, "--base", baseName, "gone", ref)...)...)
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "recordless-run", "cat", "/marker")
+	if err != nil || out != "from-snapshot\n" {
+		t.Errorf("run of the committed image: %q %v", out, err)
+	}
+}
+
+// TestCommitBadInput checks that bad input fails clearly and leaves the
+// container running, not paused, and no image written.
+func TestCommitBadInput(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "bad-input", "echo x > /x; touch /ready; exec sleep 3600", false)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown container", []string{"nosuch"}, "no such container: nosuch"},
+		{"RUN in --change", []string{"-c", "RUN rm -rf /", "bad-input", "example.com/bad:1"}, "RUN is not supported by --change"},
+		{"FROM in --change", []string{"-c", "ENV A=1", "-c", "FROM scratch", "bad-input", "example.com/bad:1"}, "--change 2"},
+		{"bad reference", []string{"bad-input", "Not A Ref"}, "invalid reference"},
+		{"bad compression", []string{"--compression", "lzma", "bad-input"}, "--compression=lzma"},
+		{"unreachable buildkitd", []string{"--addr", "unix:///nonexistent/buildkitd.sock", "bad-input", "example.com/bad:1"}, "buildkitd at unix:///nonexistent/buildkitd.sock"},
+		{"unreachable containerd", []string{"--address", "/nonexistent/containerd.sock", "bad-input", "example.com/bad:1"}, "containerd at /nonexistent/containerd.sock"},
+		{"missing image content", []string{"--snapshot", "bad-input", "--base", "example.com/never:pulled", "nosuch-record", "example.com/bad:1"}, "example.com/never:pulled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"commit"}, ctrArgs(ns)...)
+			r := cfFail(t, "", append(args, tc.args...)...)
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout on failure: %q", r.stdout)
+			}
+			if st := ct.status(t); st != containerd.Running {
+				t.Errorf("container %s after a failed commit", st)
+			}
+			if _, err := ct.c.ImageService().Get(context.Background(), "example.com/bad:1"); err == nil {
+				t.Errorf("a failed commit wrote an image record")
+			}
+		})
+	}
+}
+
+// TestCommitOutputs sends the commit elsewhere instead of the image store,
+// with zstd compression and an iidfile and metadata file.
+func TestCommitOutputs(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "outputs", "echo zstd > /z; touch /ready; exec sleep 3600", false)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.tar")
+	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--compression", "zstd",
+		"--output", "type=oci,dest="+out, "--iidfile", filepath.Join(dir, "iid"),
+		"--metadata-file", filepath.Join(dir, "md.json"), "outputs")...)...)
+	img := readOCITar(t, out)
+	if strings.TrimSpace(r.stdout) != img.ConfigID {
+		t.Errorf("stdout %q, image config %s", r.stdout, img.ConfigID)
+	}
+	if iid, _ := os.ReadFile(filepath.Join(dir, "iid")); string(iid) != img.ConfigID {
+		t.Errorf("iidfile %q", iid)
+	}
+	var md map[string]any
+	dt, _ := os.ReadFile(filepath.Join(dir, "md.json"))
+	if err := json.Unmarshal(dt, &md); err != nil || md["containerimage.config.digest"] != img.ConfigID {
+		t.Errorf("metadata file: %s", dt)
+	}
+	last := img.Manifest.Layers[len(img.Manifest.Layers)-1]
+	if !strings.Contains(last.MediaType, "zstd") {
+		t.Errorf("new layer media type %s, want zstd", last.MediaType)
+	}
+	imgs, _ := ct.c.ImageService().List(context.Background())
+	for _, i := range imgs {
+		if imageManifest(t, ct.c, i).Config.Digest.String() == img.ConfigID {
+			t.Errorf("--output also wrote image %s into the store", i.Name)
+		}
+	}
+}
