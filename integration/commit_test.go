@@ -222,3 +222,18 @@ func TestCommitOutputs(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitContainerdWorker commits through a buildkitd whose containerd
+// worker shares the containerd holding the container.
+func TestCommitContainerdWorker(t *testing.T) {
+	const ns = "k8s.io"
+	bk := containerdWorker(t)
+	ct := startContainer(t, ns, "overlayfs", "ctrd-worker", "echo worker > /w; touch /ready; exec sleep 3600", false)
+	ref := "example.com/worker:1"
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", bk.Addr, "-m", "via the containerd worker", "ctrd-worker", ref)...)...)
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "worker-run", "cat", "/w")
+	if err != nil || out != "worker\n" {
+		t.Errorf("run of the committed image: %q %v", out, err)
+	}
+	diffTrees(t, "image vs container (containerd worker)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
+}

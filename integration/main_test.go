@@ -33,6 +33,27 @@ var env struct {
 	repoRoot  string
 	bkBinDir  string
 	buildxCfg string
+
+	ctrdWorker     *testenv.Buildkitd
+	ctrdWorkerOnce sync.Once
+	ctrdWorkerErr  error
+}
+
+// containerdWorker starts, once, a buildkitd whose containerd worker shares
+// the test containerd.
+func containerdWorker(t *testing.T) *testenv.Buildkitd {
+	t.Helper()
+	env.ctrdWorkerOnce.Do(func() {
+		env.ctrdWorker, env.ctrdWorkerErr = testenv.StartBuildkitd(context.Background(), env.dir, testenv.BuildkitdOpt{
+			Name:               "buildkitd-containerd",
+			InsecureRegistries: []string{env.reg.Host},
+			ContainerdAddr:     env.ctrd.Addr,
+		})
+	})
+	if env.ctrdWorkerErr != nil {
+		t.Fatalf("buildkitd with the containerd worker: %v", env.ctrdWorkerErr)
+	}
+	return env.ctrdWorker
 }
 
 func TestMain(m *testing.M) {
@@ -87,5 +108,9 @@ func setup(m *testing.M) (int, error) {
 		return 1, fmt.Errorf("building commit-frontend: %v\n%s", err, out)
 	}
 	env.buildxCfg = filepath.Join(dir, "buildx")
-	return m.Run(), nil
+	code := m.Run()
+	if env.ctrdWorker != nil {
+		env.ctrdWorker.Stop()
+	}
+	return code, nil
 }

@@ -1,0 +1,130 @@
+package changeset
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestUpperdirMatchesWalkingDiff changes a real overlayfs mount and checks
+// that reading its upper directory and diffing the mounted tree against the
+// lower one give the same change set.
+func TestUpperdirMatchesWalkingDiff(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test mounts overlayfs and needs root (the test suite runs as root)")
+	}
+	dir := t.TempDir()
+	lower, upper, work, merged := filepath.Join(dir, "lower"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
+	for _, d := range []string{lower, upper, work, merged} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC)
+	for p, c := range map[string]string{"etc/passwd": "root", "etc/motd": "old", "bin/vi": "vi", "var/cache/a": "a", "var/cache/b": "b", "keep/me": "k"} {
+		full := filepath.Join(lower, p)
+		must(t, os.MkdirAll(filepath.Dir(full), 0o755))
+		must(t, os.WriteFile(full, []byte(c), 0o644))
+	}
+	must(t, filepath.Walk(lower, func(p string, _ os.FileInfo, _ error) error { return os.Chtimes(p, old, old) }))
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	must(t, unix.Mount("overlay", merged, "overlay", 0, opts))
+	defer unix.Unmount(merged, unix.MNT_DETACH)
+
+	at := time.Date(2022, 2, 2, 2, 2, 2, 0, time.UTC)
+	must(t, os.WriteFile(filepath.Join(merged, "etc/motd"), []byte("new motd"), 0o644))
+	must(t, os.Remove(filepath.Join(merged, "bin/vi")))
+	must(t, os.RemoveAll(filepath.Join(merged, "var/cache")))
+	must(t, os.MkdirAll(filepath.Join(merged, "var/cache"), 0o700))
+	must(t, os.WriteFile(filepath.Join(merged, "var/cache/c"), []byte("c"), 0o600))
+	must(t, os.MkdirAll(filepath.Join(merged, "new/deep"), 0o750))
+	must(t, os.WriteFile(filepath.Join(merged, "new/deep/f"), []byte("f"), 0o640))
+	must(t, os.Lchown(filepath.Join(merged, "new/deep/f"), 1000, 1000))
+	must(t, os.Symlink("/etc/shadow", filepath.Join(merged, "new/link")))
+	must(t, os.Link(filepath.Join(merged, "new/deep/f"), filepath.Join(merged, "new/hard")))
+	must(t, unix.Mkfifo(filepath.Join(merged, "new/fifo"), 0o600))
+	must(t, filepath.Walk(merged, func(p string, fi os.FileInfo, _ error) error {
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		return os.Chtimes(p, at, at)
+	}))
+
+	fromUpper := read(t, func(w *Writer) error { return FromUpperdir(context.Background(), upper, w) })
+	fromDiff := read(t, func(w *Writer) error { return FromDiff(context.Background(), lower, merged, w) })
+	if fromUpper.entries != fromDiff.entries {
+		t.Errorf("tar entries differ:\nupperdir:\n%s\nwalking diff:\n%s", fromUpper.entries, fromDiff.entries)
+	}
+	// The upper directory marks var/cache opaque; the walking diff deletes
+	// what it lost. Both must take away a and b and keep keep/me.
+	for _, cs := range []changeSet{fromUpper, fromDiff} {
+		gone := map[string]bool{}
+		for _, d := range cs.deleted {
+			gone[d] = true
+		}
+		for _, o := range cs.opaque {
+			gone[o+"/a"], gone[o+"/b"] = true, true
+		}
+		if !gone["bin/vi"] || !gone["var/cache/a"] || !gone["var/cache/b"] || gone["keep/me"] {
+			t.Errorf("deletions %q, opaque %q", cs.deleted, cs.opaque)
+		}
+	}
+}
+
+type changeSet struct {
+	entries         string
+	deleted, opaque []string
+}
+
+func read(t *testing.T, fill func(w *Writer) error) changeSet {
+	t.Helper()
+	dir := t.TempDir()
+	w, err := Create(dir)
+	must(t, err)
+	must(t, fill(w))
+	_, err = w.Close()
+	must(t, err)
+	f, err := os.Open(filepath.Join(dir, TarFile))
+	must(t, err)
+	defer f.Close()
+	var lines []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(t, err)
+		dt, err := io.ReadAll(tr)
+		must(t, err)
+		lines = append(lines, fmt.Sprintf("%q type=%c mode=%o %d:%d size=%d link=%q mtime=%d sha=%x xattrs=%v",
+			h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.Linkname, h.ModTime.Unix(), sha256.Sum256(dt), h.PAXRecords))
+	}
+	sort.Strings(lines)
+	wh, err := os.ReadFile(filepath.Join(dir, WhiteoutFile))
+	must(t, err)
+	del, opq, err := ParseWhiteouts(wh)
+	must(t, err)
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	return changeSet{entries: b.String(), deleted: del, opaque: opq}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
