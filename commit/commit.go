@@ -7,6 +7,7 @@ package commit
 
 import (
 	"context"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -95,11 +96,10 @@ type target struct {
 }
 
 // Commit commits the container.
-func Commit(ctx context.Context, opt Options) (_ *Result, retErr error) {
+func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Containerd == nil || opt.Buildkit == nil {
 		return nil, errors.New("commit needs a containerd and a buildkitd client")
 	}
-	cc := opt.Containerd
 	name, err := imageName(opt.Ref)
 	if err != nil {
 		return nil, err
@@ -111,7 +111,41 @@ func Commit(ctx context.Context, opt Options) (_ *Result, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	j := &job{
+		cc: opt.Containerd, ns: opt.Namespace, bk: opt.Buildkit,
+		container: opt.Container, target: tg, pause: opt.Pause, name: name,
+		attrs: map[string]string{
+			"change":     strings.Join(opt.Changes, "\n"),
+			"author":     opt.Author,
+			"message":    opt.Message,
+			"created-by": tg.createdBy,
+		},
+		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
+	}
+	return j.run(ctx)
+}
 
+// job is one solve that lands an image: a commit or a builder step.
+type job struct {
+	cc        *containerd.Client
+	ns        string
+	bk        *bkclient.Client
+	container string
+	// target holds the snapshot (empty snapshot: none) and the base
+	// (empty manifest digest: scratch).
+	target *target
+	pause  bool
+	name   string
+	attrs  map[string]string
+
+	outputs          []bkclient.ExportEntry
+	compression      string
+	compressionLevel int
+	progress         string
+}
+
+func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
+	cc, tg := j.cc, j.target
 	// Everything written from here on is held by a lease until the image
 	// record references it; the lease ends with the commit, on every path.
 	lctx, doneLease, err := cc.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
@@ -124,70 +158,69 @@ func Commit(ctx context.Context, opt Options) (_ *Result, retErr error) {
 		}
 	}()
 	leaseID, _ := leases.FromContext(lctx)
+	store := exporter.LeasedStore(cc.ContentStore(), j.ns, leaseID)
+	storeID := "containerd-" + sanitizeID(j.ns)
 
-	csDir, err := os.MkdirTemp("", "commit-frontend-changes-")
-	if err != nil {
-		return nil, err
+	attrs := maps.Clone(j.attrs)
+	so := bkclient.SolveOpt{FrontendAttrs: attrs, OCIStores: map[string]contentStore{storeID: store}}
+	attrs["platform"] = platforms.FormatAll(tg.platform)
+	if tg.manifest.Digest != "" {
+		attrs["base"] = "base"
+		attrs["context:base"] = "oci-layout://" + storeID + "@" + tg.manifest.Digest.String()
+	} else {
+		attrs["base"] = "scratch"
 	}
-	defer os.RemoveAll(csDir)
-	cs, err := readChanges(lctx, opt, tg, csDir)
-	if err != nil {
-		return nil, err
+	res := &Result{}
+	if tg.snapshot != "" {
+		csDir, err := os.MkdirTemp("", "commit-frontend-changes-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(csDir)
+		cs, err := readChanges(lctx, j, csDir)
+		if err != nil {
+			return nil, err
+		}
+		res.ChangeSet = *cs
+		csFS, err := fsutil.NewFS(csDir)
+		if err != nil {
+			return nil, err
+		}
+		so.LocalMounts = map[string]fsutil.FS{"rootfs": csFS}
+		attrs["commit"] = "rootfs"
 	}
 
-	store := exporter.LeasedStore(cc.ContentStore(), opt.Namespace, leaseID)
-	storeID := "containerd-" + sanitizeID(opt.Namespace)
-	csFS, err := fsutil.NewFS(csDir)
-	if err != nil {
-		return nil, err
-	}
-	attrs := map[string]string{
-		"base":         "base",
-		"context:base": "oci-layout://" + storeID + "@" + tg.manifest.Digest.String(),
-		"commit":       "rootfs",
-		"change":       strings.Join(opt.Changes, "\n"),
-		"author":       opt.Author,
-		"message":      opt.Message,
-		"created-by":   tg.createdBy,
-		"platform":     platforms.FormatAll(tg.platform),
-	}
-	exports := opt.Outputs
-	toStore := len(exports) == 0
+	so.Exports = j.outputs
+	toStore := len(so.Exports) == 0
 	if toStore {
-		exports = []bkclient.ExportEntry{{
+		so.Exports = []bkclient.ExportEntry{{
 			Type:        bkclient.ExporterOCI,
 			Attrs:       map[string]string{"tar": "false", "oci-mediatypes": "true"},
 			OutputStore: store,
 		}}
 	}
-	for _, e := range exports {
+	for _, e := range so.Exports {
 		if e.Attrs == nil {
 			continue
 		}
-		if _, ok := e.Attrs["compression"]; !ok && opt.Compression != "" {
-			e.Attrs["compression"] = opt.Compression
+		if _, ok := e.Attrs["compression"]; !ok && j.compression != "" {
+			e.Attrs["compression"] = j.compression
 		}
-		if _, ok := e.Attrs["compression-level"]; !ok && opt.CompressionLevel != 0 {
-			e.Attrs["compression-level"] = strconv.Itoa(opt.CompressionLevel)
+		if _, ok := e.Attrs["compression-level"]; !ok && j.compressionLevel != 0 {
+			e.Attrs["compression-level"] = strconv.Itoa(j.compressionLevel)
 		}
 	}
-	so := bkclient.SolveOpt{
-		Exports:       exports,
-		FrontendAttrs: attrs,
-		LocalMounts:   map[string]fsutil.FS{"rootfs": csFS},
-		OCIStores:     map[string]contentStore{storeID: store},
-	}
-	progress := opt.Progress
+	progress := j.progress
 	if progress == "" {
 		progress = "quiet"
 	}
 	// The solve runs on ctx, not lctx: lctx carries the lease as gRPC
 	// metadata, which buildkitd would take for a lease of its own.
-	resp, err := solve.Run(ctx, opt.Buildkit, so, progress)
+	resp, err := solve.Run(ctx, j.bk, so, progress)
 	if err != nil {
 		return nil, errors.Wrap(err, "committing through buildkitd")
 	}
-	res := &Result{ChangeSet: *cs, ExporterResponse: resp.ExporterResponse}
+	res.ExporterResponse = resp.ExporterResponse
 	res.ImageID = digest.Digest(resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey])
 	if !toStore {
 		return res, nil
@@ -197,6 +230,7 @@ func Commit(ctx context.Context, opt Options) (_ *Result, retErr error) {
 		return nil, err
 	}
 	res.Manifest = desc
+	name := j.name
 	if name == "" {
 		name = "moby-dangling@" + desc.Digest.String()
 	}
@@ -262,7 +296,7 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 		return nil, errors.Wrapf(err, "image %s of container %s", imageRef, opt.Container)
 	}
 	tg.image = img
-	m, p, err := exporter.PlatformManifest(ctx, cc.ContentStore(), img.Target, platforms.Default())
+	m, p, err := platformManifest(ctx, cc, img.Target)
 	if err != nil {
 		return nil, errors.Wrapf(err, "image %s", imageRef)
 	}
@@ -275,26 +309,27 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 
 // readChanges pauses the container when asked, and writes its change set
 // into dir.
-func readChanges(ctx context.Context, opt Options, tg *target, dir string) (_ *changeset.Manifest, retErr error) {
-	if opt.Pause && tg.task != nil {
+func readChanges(ctx context.Context, j *job, dir string) (_ *changeset.Manifest, retErr error) {
+	tg := j.target
+	if j.pause && tg.task != nil {
 		st, err := tg.task.Status(ctx)
 		if err != nil {
-			return nil, errors.Wrapf(err, "container %s: task status", opt.Container)
+			return nil, errors.Wrapf(err, "container %s: task status", j.container)
 		}
 		if st.Status == containerd.Running {
 			if err := tg.task.Pause(ctx); err != nil {
-				return nil, errors.Wrapf(err, "pausing container %s", opt.Container)
+				return nil, errors.Wrapf(err, "pausing container %s", j.container)
 			}
 			defer func() {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 				defer cancel()
 				if err := tg.task.Resume(rctx); err != nil && retErr == nil {
-					retErr = errors.Wrapf(err, "resuming container %s", opt.Container)
+					retErr = errors.Wrapf(err, "resuming container %s", j.container)
 				}
 			}()
 		}
 	}
-	sn := opt.Containerd.SnapshotService(tg.snapshotter)
+	sn := j.cc.SnapshotService(tg.snapshotter)
 	mounts, err := sn.Mounts(ctx, tg.snapshot)
 	if err != nil {
 		return nil, errors.Wrapf(err, "mounts of snapshot %s", tg.snapshot)
@@ -311,7 +346,7 @@ func readChanges(ctx context.Context, opt Options, tg *target, dir string) (_ *c
 	}
 	if err != nil {
 		w.Abort()
-		return nil, errors.Wrapf(err, "reading the changes of container %s", opt.Container)
+		return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
 	}
 	return w.Close()
 }
@@ -400,4 +435,9 @@ func parseChanges(changes []string) ([]instructions.Command, error) {
 		out = append(out, cmd)
 	}
 	return out, nil
+}
+
+// platformManifest picks the manifest of target for this machine's platform.
+func platformManifest(ctx context.Context, cc *containerd.Client, target ocispecs.Descriptor) (ocispecs.Descriptor, ocispecs.Platform, error) {
+	return exporter.PlatformManifest(ctx, cc.ContentStore(), target, platforms.Default())
 }

@@ -5,6 +5,7 @@ package frontend
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"strconv"
 	"time"
@@ -32,6 +33,7 @@ const (
 	keyAuthor   = "author"
 	keyMessage  = "message"
 	keyCreated  = "created-by"
+	keyConfig   = "image-config"
 
 	// DefaultFilename is the Commitfile read when no filename is given.
 	DefaultFilename = "Commitfile"
@@ -56,9 +58,10 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 		var cf *commitfile.Commitfile
 		if optionsOnly {
 			cf, err = commitfile.FromOptions(commitfile.Options{
-				Base:   opts[keyBase],
-				Commit: opts[keyCommit],
-				Change: opts[keyChange],
+				Base:      opts[keyBase],
+				Commit:    opts[keyCommit],
+				Change:    opts[keyChange],
+				CreatedBy: opts[keyCreated],
 			})
 		} else {
 			cf, err = commitfile.Parse(src.SourceMap.Data)
@@ -106,6 +109,13 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 	if err != nil {
 		return nil, err
 	}
+	var imageConfig *dockerspec.DockerOCIImageConfig
+	if v := opts[keyConfig]; v != "" {
+		imageConfig = &dockerspec.DockerOCIImageConfig{}
+		if err := json.Unmarshal([]byte(v), imageConfig); err != nil {
+			return nil, errors.Wrapf(err, "option %s: not an image config", keyConfig)
+		}
+	}
 
 	rb, err := bc.Build(ctx, func(ctx context.Context, platform *ocispecs.Platform, idx int) (*dockerui.BuildResult, error) {
 		cf, err := parse()
@@ -120,6 +130,8 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 			Author:         opts[keyAuthor],
 			Message:        opts[keyMessage],
 			Resolver:       &resolver{bc: bc, c: c},
+			Config:         imageConfig,
+			SourceMap:      sourceMap(src),
 		})
 		if err != nil {
 			return nil, err
@@ -206,6 +218,13 @@ func parseEpoch(v string) (*time.Time, error) {
 	return &t, nil
 }
 
+func sourceMap(src *dockerui.Source) *bkllb.SourceMap {
+	if src == nil {
+		return nil
+	}
+	return src.SourceMap
+}
+
 func wrapSource(err error, sm *bkllb.SourceMap, ranges []parser.Range) error {
 	if sm == nil {
 		return err
@@ -263,7 +282,7 @@ func (r *resolver) Context(ctx context.Context, name string) (bkllb.State, error
 	return *st, nil
 }
 
-func (r *resolver) CommitSource(ctx context.Context, name string, p *ocispecs.Platform) (*cfllb.CommitSource, error) {
+func (r *resolver) CommitSource(ctx context.Context, name string, p *ocispecs.Platform, at ...bkllb.ConstraintsOpt) (*cfllb.CommitSource, error) {
 	st, _, err := r.NamedContext(ctx, name, p)
 	if err != nil {
 		return nil, err
@@ -274,7 +293,13 @@ func (r *resolver) CommitSource(ctx context.Context, name string, p *ocispecs.Pl
 		if v, ok := bo.Opts["local-sessionid:"+name]; ok {
 			sessionID = v
 		}
-		l := bkllb.Local(name, bkllb.SessionID(sessionID), bkllb.SharedKeyHint(name), bkllb.WithCustomName("[commit] load "+name))
+		lopts := []bkllb.LocalOption{bkllb.SessionID(sessionID), bkllb.SharedKeyHint(name), bkllb.WithCustomName("[commit] load " + name)}
+		for _, a := range at {
+			if lo, ok := a.(bkllb.LocalOption); ok {
+				lopts = append(lopts, lo)
+			}
+		}
+		l := bkllb.Local(name, lopts...)
 		st = &l
 	}
 	def, err := st.Marshal(ctx)

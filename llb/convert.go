@@ -7,7 +7,6 @@ package llb
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"github.com/moby/buildkit/solver/pb"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
@@ -65,8 +65,9 @@ type Resolver interface {
 	NamedContext(ctx context.Context, name string, p *ocispecs.Platform) (*bkllb.State, *dockerspec.DockerOCIImage, error)
 	// ResolveImage returns the state and config of an image reference.
 	ResolveImage(ctx context.Context, ref string, p *ocispecs.Platform) (bkllb.State, *dockerspec.DockerOCIImage, error)
-	// CommitSource returns the filesystem held by the COMMIT context `name`.
-	CommitSource(ctx context.Context, name string, p *ocispecs.Platform) (*CommitSource, error)
+	// CommitSource returns the filesystem held by the COMMIT context
+	// `name`; at ties what it loads to the instruction's source line.
+	CommitSource(ctx context.Context, name string, p *ocispecs.Platform, at ...bkllb.ConstraintsOpt) (*CommitSource, error)
 	// Context returns the build context for COPY and ADD sources: the main
 	// context for "" or a named context.
 	Context(ctx context.Context, name string) (bkllb.State, error)
@@ -88,6 +89,12 @@ type ConvertOpt struct {
 	Resolver Resolver
 	// Now gives the time of history entries when Epoch is nil.
 	Now func() time.Time
+	// SourceMap, when set, ties each LLB op to its Commitfile line, so that
+	// errors during the solve name the line.
+	SourceMap *bkllb.SourceMap
+	// Config, when set, replaces the config of the first stage's base: a
+	// builder's step gives the whole container config of the step.
+	Config *dockerspec.DockerOCIImageConfig
 }
 
 // Result is the LLB and config of the stage built.
@@ -111,6 +118,8 @@ type stageState struct {
 	cmdSet    bool
 	args      map[string]string
 	loc       []parser.Range
+	// at ties the ops of the current instruction to its source line.
+	at []bkllb.ConstraintsOpt
 }
 
 // Convert turns cf into LLB and an image config.
@@ -161,9 +170,13 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 		}
 	}
 
+	stageNames := make([]string, len(cf.Stages))
+	for i, s := range cf.Stages {
+		stageNames[i] = s.Name
+	}
 	done := make([]*stageState, 0, len(cf.Stages))
 	for i := 0; i <= targetIdx; i++ {
-		st, err := convertStage(ctx, cf.Stages[i], done, metaArgs, lex, platform, opt, now)
+		st, err := convertStage(ctx, cf.Stages[i], done, stageNames, metaArgs, lex, platform, opt, now)
 		if err != nil {
 			return nil, err
 		}
@@ -173,7 +186,7 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 	return &Result{State: last.state, Image: last.image, BaseImage: last.baseImage, Layers: last.layers}, nil
 }
 
-func convertStage(ctx context.Context, s commitfile.Stage, done []*stageState, metaArgs map[string]string, lex *shell.Lex, platform ocispecs.Platform, opt ConvertOpt, now func() time.Time) (*stageState, error) {
+func convertStage(ctx context.Context, s commitfile.Stage, done []*stageState, stageNames []string, metaArgs map[string]string, lex *shell.Lex, platform ocispecs.Platform, opt ConvertOpt, now func() time.Time) (*stageState, error) {
 	baseName, _, err := lex.ProcessWord(s.BaseName, envGetter(metaArgs))
 	if err != nil {
 		return nil, parser.WithLocation(errors.Wrapf(err, "FROM %s", s.BaseName), s.Loc)
@@ -201,9 +214,24 @@ func convertStage(ctx context.Context, s commitfile.Stage, done []*stageState, m
 		history = now().UTC()
 		epoch = &history
 	}
+	if opt.Config != nil && len(done) == 0 {
+		st.image = imageconfig.Clone(st.image)
+		st.image.Config = *imageconfig.CloneConfig(opt.Config)
+		for _, kv := range st.image.Config.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			st.state = st.state.AddEnv(k, v)
+		}
+		if wd := st.image.Config.WorkingDir; wd != "" {
+			st.state = st.state.Dir(wd)
+		}
+		if u := st.image.Config.User; u != "" {
+			st.state = st.state.User(u)
+		}
+	}
 	cfgState := imageconfig.State{Image: st.image, Epoch: epoch}
 
 	for _, cmd := range s.Commands {
+		st.at = sourceLocation(opt.SourceMap, cmd.Location())
 		env := stageEnv(cfgState.Image, st.args)
 		if ex, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
 			if err := ex.Expand(func(w string) (string, error) {
@@ -219,18 +247,23 @@ func convertStage(ctx context.Context, s commitfile.Stage, done []*stageState, m
 				return nil, parser.WithLocation(err, c.Location())
 			}
 			continue
+		case *commitfile.HistoryCommand:
+			cfgState.Image = imageconfig.AddHistory(cfgState.Image, imageconfig.Entry{
+				CreatedBy: c.CreatedBy, Author: c.Author, Comment: c.Comment, Created: epoch, EmptyLayer: true,
+			})
+			continue
 		case *instructions.RunCommand:
-			if err := convertRun(st, c, &cfgState, epoch); err != nil {
+			if err := convertRun(ctx, st, done, stageNames, c, &cfgState, opt, epoch); err != nil {
 				return nil, parser.WithLocation(err, c.Location())
 			}
 			continue
 		case *instructions.CopyCommand:
-			if err := convertCopy(ctx, st, done, c.SourcesAndDest, c.From, c.Chown, c.Chmod, false, "COPY", &cfgState, opt, epoch); err != nil {
+			if err := convertCopy(ctx, st, done, stageNames, copySpec{verb: "COPY", sd: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, link: c.Link}, &cfgState, opt, epoch); err != nil {
 				return nil, parser.WithLocation(err, c.Location())
 			}
 			continue
 		case *instructions.AddCommand:
-			if err := convertCopy(ctx, st, done, c.SourcesAndDest, "", c.Chown, c.Chmod, true, "ADD", &cfgState, opt, epoch); err != nil {
+			if err := convertCopy(ctx, st, done, stageNames, copySpec{verb: "ADD", sd: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, link: c.Link, unpack: true}, &cfgState, opt, epoch); err != nil {
 				return nil, parser.WithLocation(err, c.Location())
 			}
 			continue
@@ -288,7 +321,7 @@ func resolveBase(ctx context.Context, name string, done []*stageState, p ocispec
 // to the current state in one FileOp, or the difference between the current
 // state and a whole tree.
 func convertCommit(ctx context.Context, st *stageState, c *commitfile.CommitCommand, cfg *imageconfig.State, p ocispecs.Platform, opt ConvertOpt, epoch *time.Time) error {
-	src, err := opt.Resolver.CommitSource(ctx, c.Context, &p)
+	src, err := opt.Resolver.CommitSource(ctx, c.Context, &p, st.at...)
 	if err != nil {
 		return errors.Wrapf(err, "COMMIT %s", c.Context)
 	}
@@ -305,15 +338,15 @@ func convertCommit(ctx context.Context, st *stageState, c *commitfile.CommitComm
 		Comment:   message,
 		Created:   epoch,
 	}
-	name := bkllb.WithCustomName("COMMIT " + c.Context)
+	opts := append([]bkllb.ConstraintsOpt{bkllb.WithCustomName("COMMIT " + c.Context)}, st.at...)
 	switch {
 	case src.Empty():
 		entry.EmptyLayer = true
 	case src.Kind == ChangeSet:
-		st.state = st.state.File(ChangeSetAction(src), name)
+		st.state = st.state.File(ChangeSetAction(src), opts...)
 		st.layers++
 	default:
-		st.state = bkllb.Merge([]bkllb.State{st.state, bkllb.Diff(st.state, src.State, name)}, name)
+		st.state = bkllb.Merge([]bkllb.State{st.state, bkllb.Diff(st.state, src.State, opts...)}, opts...)
 		st.layers++
 	}
 	cfg.Image = imageconfig.AddHistory(cfg.Image, entry)
@@ -392,114 +425,6 @@ func wildcardFor(p string) (string, bool) {
 	return b.String(), true
 }
 
-func convertRun(st *stageState, c *instructions.RunCommand, cfg *imageconfig.State, epoch *time.Time) error {
-	args := imageconfig.CommandLine(cfg.Image, c.ShellDependantCmdLine)
-	if len(args) == 0 {
-		return errors.New("RUN needs a command")
-	}
-	opts := []bkllb.RunOption{bkllb.Args(args), bkllb.WithCustomName("RUN " + strings.Join(c.CmdLine, " "))}
-	for _, k := range slices.Sorted(maps.Keys(st.args)) {
-		if _, inEnv := envKey(cfg.Image.Config.Env, k); !inEnv {
-			opts = append(opts, bkllb.AddEnv(k, st.args[k]))
-		}
-	}
-	st.state = st.state.Run(opts...).Root()
-	st.layers++
-	cfg.Image = imageconfig.AddHistory(cfg.Image, imageconfig.Entry{
-		CreatedBy: "RUN " + strings.Join(args, " "),
-		Comment:   imageconfig.HistoryComment,
-		Created:   epoch,
-	})
-	return nil
-}
-
-func envKey(env []string, k string) (string, bool) {
-	for _, kv := range env {
-		key, v, _ := strings.Cut(kv, "=")
-		if shell.EqualEnvKeys(key, k) {
-			return v, true
-		}
-	}
-	return "", false
-}
-
-func convertCopy(ctx context.Context, st *stageState, done []*stageState, sd instructions.SourcesAndDest, from, chown, chmod string, unpack bool, verb string, cfg *imageconfig.State, opt ConvertOpt, epoch *time.Time) error {
-	var src bkllb.State
-	found := false
-	if from != "" {
-		for _, d := range done {
-			if d.name != "" && d.name == strings.ToLower(from) {
-				src, found = d.state, true
-			}
-		}
-		if !found {
-			if ctxSt, _, err := opt.Resolver.NamedContext(ctx, from, nil); err != nil {
-				return err
-			} else if ctxSt != nil {
-				src, found = *ctxSt, true
-			}
-		}
-		if !found {
-			s, _, err := opt.Resolver.ResolveImage(ctx, from, nil)
-			if err != nil {
-				return errors.Wrapf(err, "%s --from=%s: not a stage, context or image", verb, from)
-			}
-			src = s
-		}
-	} else {
-		s, err := opt.Resolver.Context(ctx, "")
-		if err != nil {
-			return err
-		}
-		src = s
-	}
-	if len(sd.SourcePaths) == 0 {
-		return errors.Errorf("%s needs a source and a destination", verb)
-	}
-	dest := sd.DestPath
-	if !strings.HasPrefix(dest, "/") {
-		dest = imageconfig.Workdir(cfg.Image.Config.WorkingDir, dest)
-		if strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." {
-			dest += "/"
-		}
-	}
-	var fa *bkllb.FileAction
-	for _, p := range sd.SourcePaths {
-		info := &bkllb.CopyInfo{
-			FollowSymlinks:      true,
-			CopyDirContentsOnly: true,
-			AttemptUnpack:       unpack,
-			CreateDestPath:      true,
-			AllowWildcard:       true,
-			AllowEmptyWildcard:  false,
-		}
-		if chown != "" {
-			info.ChownOpt = chownOpt(chown)
-		}
-		if chmod != "" {
-			m, err := parseMode(chmod)
-			if err != nil {
-				return err
-			}
-			info.Mode = m
-		}
-		if fa == nil {
-			fa = bkllb.Copy(src, p, dest, info)
-		} else {
-			fa = fa.Copy(src, p, dest, info)
-		}
-	}
-	createdBy := fmt.Sprintf("%s %s %s", verb, strings.Join(sd.SourcePaths, " "), sd.DestPath)
-	st.state = st.state.File(fa, bkllb.WithCustomName(createdBy))
-	st.layers++
-	cfg.Image = imageconfig.AddHistory(cfg.Image, imageconfig.Entry{
-		CreatedBy: createdBy,
-		Comment:   imageconfig.HistoryComment,
-		Created:   epoch,
-	})
-	return nil
-}
-
 func stageEnv(img *dockerspec.DockerOCIImage, args map[string]string) map[string]string {
 	env := maps.Clone(args)
 	for _, kv := range img.Config.Env {
@@ -514,3 +439,18 @@ type envGetter map[string]string
 func (e envGetter) Get(k string) (string, bool) { v, ok := e[k]; return v, ok }
 
 func (e envGetter) Keys() []string { return slices.Sorted(maps.Keys(e)) }
+
+// sourceLocation ties ops to the Commitfile lines of an instruction.
+func sourceLocation(sm *bkllb.SourceMap, loc []parser.Range) []bkllb.ConstraintsOpt {
+	if sm == nil || len(loc) == 0 {
+		return nil
+	}
+	ranges := make([]*pb.Range, 0, len(loc))
+	for _, l := range loc {
+		ranges = append(ranges, &pb.Range{
+			Start: &pb.Position{Line: int32(l.Start.Line), Character: int32(l.Start.Character)},
+			End:   &pb.Position{Line: int32(l.End.Line), Character: int32(l.End.Character)},
+		})
+	}
+	return []bkllb.ConstraintsOpt{sm.Location(ranges)}
+}

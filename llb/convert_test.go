@@ -33,7 +33,7 @@ func (r *staticResolver) ResolveImage(_ context.Context, ref string, _ *ocispecs
 	return bkllb.Image(ref), img, nil
 }
 
-func (r *staticResolver) CommitSource(_ context.Context, name string, _ *ocispecs.Platform) (*CommitSource, error) {
+func (r *staticResolver) CommitSource(_ context.Context, name string, _ *ocispecs.Platform, _ ...bkllb.ConstraintsOpt) (*CommitSource, error) {
 	s, ok := r.sources[name]
 	if !ok {
 		return nil, errors.New("no context " + name)

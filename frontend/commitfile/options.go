@@ -30,6 +30,10 @@ type Options struct {
 	Author string
 	// Message is the commit message.
 	Message string
+	// CreatedBy is the history created_by of the commit, e.g. the
+	// container's command. Without Commit it adds a history entry with no
+	// layer, as a builder's metadata-only step does.
+	CreatedBy string
 }
 
 // FromOptions builds the AST that the options describe:
@@ -43,13 +47,17 @@ func FromOptions(o Options) (*Commitfile, error) {
 		base = "scratch"
 	}
 	st := Stage{BaseName: base}
-	if o.Commit != "" {
+	switch {
+	case o.Commit != "":
 		st.Commands = append(st.Commands, &CommitCommand{
-			Context:  o.Commit,
-			Author:   o.Author,
-			Message:  o.Message,
-			Original: "COMMIT " + o.Commit,
+			Context:   o.Commit,
+			Author:    o.Author,
+			Message:   o.Message,
+			Original:  "COMMIT " + o.Commit,
+			CreatedBy: o.CreatedBy,
 		})
+	case o.CreatedBy != "":
+		st.Commands = append(st.Commands, &HistoryCommand{CreatedBy: o.CreatedBy, Author: o.Author, Comment: o.Message})
 	}
 	changes, err := ParseChanges(o.Change)
 	if err != nil {
@@ -110,3 +118,19 @@ func (cf *Commitfile) AppendChanges(text string) error {
 	last.Commands = append(last.Commands, changes...)
 	return nil
 }
+
+// HistoryCommand adds a history entry without a layer. It has no Commitfile
+// syntax: it comes from the options of a metadata-only build step.
+type HistoryCommand struct {
+	// CreatedBy, Author and Comment fill the entry.
+	CreatedBy, Author, Comment string
+}
+
+// Name returns the pseudo-instruction's name.
+func (c *HistoryCommand) Name() string { return "history" }
+
+// Location returns nil: the command comes from options.
+func (c *HistoryCommand) Location() []parser.Range { return nil }
+
+// Comments returns nil.
+func (c *HistoryCommand) Comments() []string { return nil }

@@ -38,6 +38,12 @@ func Clone(img *dockerspec.DockerOCIImage) *dockerspec.DockerOCIImage {
 	return out
 }
 
+// CloneConfig returns a deep copy of c.
+func CloneConfig(c *dockerspec.DockerOCIImageConfig) *dockerspec.DockerOCIImageConfig {
+	img := Clone(&dockerspec.DockerOCIImage{Config: *c})
+	return &img.Config
+}
+
 // FromBase returns the config a new image starts from: the base config with
 // its history and rootfs kept, its creation time cleared. A nil base (scratch)
 // gives an empty config for platform p.
