@@ -39,7 +39,7 @@ echo "+ ctr images import busybox (made offline from Debian's busybox-static)" >
 ctr_ images import --base-name docker.io/library/busybox "$CF_BASE_TAR" >/dev/null
 echo "+ ctr run -d busybox demo: a container that changes its filesystem" >&2
 ctr_ run -d docker.io/library/busybox:latest demo sh -c \
-  'echo "hello from a committed container" > /hello.txt; rm /bin/vi; adduser -D -u 1000 app; touch /ready; exec sleep 3600' >/dev/null
+  'echo "hello from a committed container" > /hello.txt; rm /bin/vi; mkdir /data; chown 1000:1000 /data; touch /ready; exec sleep 3600' >/dev/null
 for _ in $(seq 1 100); do
   pid=$(ctr_ tasks ls | awk '$1=="demo"{print $2}')
   [ -n "$pid" ] && [ -e "/proc/$pid/root/ready" ] && break

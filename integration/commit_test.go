@@ -25,7 +25,7 @@ func ctrArgs(ns string) []string {
 // unpacked image with the container's filesystem.
 func TestCommitRunningContainer(t *testing.T) {
 	const ns = "default"
-	ct := startContainer(t, ns, "overlayfs", "running", "echo changed > /etc/motd; adduser -D -u 1234 app 2>/dev/null; touch /ready; exec sleep 3600", false)
+	ct := startContainer(t, ns, "overlayfs", "running", "echo changed > /etc/motd; mkdir /home/app && chown 1234:1234 /home/app; touch /ready; exec sleep 3600", false)
 	hostileChanges(t, ct.root(t))
 	ref := "example.com/committed:running"
 	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns),
@@ -63,7 +63,7 @@ func TestCommitRunningContainer(t *testing.T) {
 	}
 	h := added[0]
 	if h.EmptyLayer || h.Author != "Jane Doe <jane@example.com>" || h.Comment != "snapshot of a running container" ||
-		!strings.HasPrefix(h.CreatedBy, "sh -c echo changed > /etc/motd") {
+		!strings.HasPrefix(h.CreatedBy, "sh -c echo changed > /etc/motd; mkdir /home/app") {
 		t.Errorf("commit history entry: %+v", h)
 	}
 	if cfg.Author != "Jane Doe <jane@example.com>" || cfg.Config.Cmd[0] != "cat" || !contains(cfg.Config.Env, "COMMITTED=1") {

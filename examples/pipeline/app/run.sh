@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "app on port ${PORT}: $(greet)"

@@ -1,0 +1,64 @@
+package integration
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExamplePipeline builds examples/pipeline with commit-frontend build and
+// with buildx through the frontend image, and checks the image.
+func TestExamplePipeline(t *testing.T) {
+	dir := filepath.Join(env.repoRoot, "examples", "pipeline")
+	out := filepath.Join(t.TempDir(), "app.tar")
+	cf(t, dir, "build", "--progress", "quiet", "--build-arg", "BASE="+env.base.Ref, "--output", "type=oci,dest="+out, ".")
+	checkExample(t, out)
+
+	ref := frontendImage(t)
+	builder := "cf-remote"
+	if r := run(t, dir, tool("buildx"), "inspect", builder); r.err != nil {
+		if r = run(t, dir, tool("buildx"), "create", "--name", builder, "--driver", "remote", env.bk.Addr); r.err != nil {
+			t.Fatalf("buildx create: %v\n%s", r.err, r.stderr)
+		}
+	}
+	out = filepath.Join(t.TempDir(), "app.tar")
+	r := run(t, dir, tool("buildx"), "build", "--builder", builder, "--progress", "plain",
+		"--build-arg", "BUILDKIT_SYNTAX="+ref, "--build-arg", "BASE="+env.base.Ref,
+		"-f", "Commitfile", "--output", "type=oci,dest="+out, ".")
+	if r.err != nil {
+		t.Fatalf("buildx build: %v\n%s", r.err, r.stderr)
+	}
+	checkExample(t, out)
+}
+
+func checkExample(t *testing.T, out string) {
+	t.Helper()
+	img := readOCITar(t, out)
+	base := baseImage(t)
+	steps := nonEmptyHistory(&img.Config)[len(base.Manifest.Layers):]
+	if len(steps) != 3 || len(img.Manifest.Layers) != len(base.Manifest.Layers)+3 {
+		t.Fatalf("want 3 layers (install, adduser, copy app): %+v", steps)
+	}
+	if !strings.Contains(steps[0].CreatedBy, "cp -a /tmp/packages/bin/.") || !strings.HasPrefix(steps[2].CreatedBy, "COPY app/ ./") {
+		t.Errorf("history: %+v", steps)
+	}
+	files := map[string]layerEntry{}
+	for _, l := range img.Layers[len(base.Manifest.Layers):] {
+		for k, v := range layerEntries(t, l) {
+			files[k] = v
+		}
+	}
+	if e := files["etc/greet.version"]; string(e.Data) != "greet 1.0\n" {
+		t.Errorf("etc/greet.version = %q", e.Data)
+	}
+	if _, ok := files["tmp/packages/bin/greet"]; ok {
+		t.Errorf("the bind-mounted packages leaked into the layer")
+	}
+	if e := files["srv/app/run.sh"]; e.Header == nil || e.Header.Uid != 1000 || e.Header.Mode&0o777 != 0o755 {
+		t.Errorf("srv/app/run.sh: %+v", e.Header)
+	}
+	c := img.Config.Config
+	if c.User != "app" || c.WorkingDir != "/srv/app" || c.Cmd[0] != "./run.sh" || !contains(c.Env, "GREETING=hello from the pipeline") {
+		t.Errorf("config: %+v", c)
+	}
+}
