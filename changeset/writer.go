@@ -14,6 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// MaxHoles is the most a sparse file may have in holes: layer tars store a
+// hole as zeros, so a larger one is refused rather than blown up.
+const MaxHoles = 1 << 30
+
 // Writer writes a change-set context directory.
 type Writer struct {
 	dir   string
@@ -105,6 +109,11 @@ func (w *Writer) AddPath(root, rel string) error {
 		h.PAXRecords = map[string]string{}
 		for k, v := range xattrs {
 			h.PAXRecords["SCHILY.xattr."+k] = v
+		}
+	}
+	if h.Typeflag == tar.TypeReg {
+		if holes := h.Size - st.Blocks*512; holes > MaxHoles {
+			return errors.Errorf("%s is a sparse file of %d bytes with %d allocated: a layer cannot store holes, it would carry %d bytes of zeros; files with more than %d bytes of holes are refused", rel, h.Size, st.Blocks*512, holes, int64(MaxHoles))
 		}
 	}
 	if h.Typeflag == tar.TypeReg && st.Nlink > 1 {

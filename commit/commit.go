@@ -9,6 +9,7 @@ import (
 	"context"
 	"maps"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 	"github.com/tonistiigi/fsutil"
+	"golang.org/x/sys/unix"
 )
 
 // Options describe one commit.
@@ -153,7 +155,15 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		return nil, errors.Wrap(err, "creating a containerd lease")
 	}
 	defer func() {
-		if err := doneLease(context.WithoutCancel(lctx)); err != nil && retErr == nil {
+		// Retry for a while: containerd may be restarting.
+		var err error
+		for i := 0; i < 10; i++ {
+			if err = doneLease(context.WithoutCancel(lctx)); err == nil || errdefs.IsNotFound(err) {
+				return
+			}
+			time.Sleep(time.Second)
+		}
+		if retErr == nil {
 			retErr = errors.Wrap(err, "releasing the containerd lease")
 		}
 	}()
@@ -312,6 +322,13 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 func readChanges(ctx context.Context, j *job, dir string) (_ *changeset.Manifest, retErr error) {
 	tg := j.target
 	if j.pause && tg.task != nil {
+		// Commits of the same container, from any process, take turns
+		// pausing it: one must not resume it while another still reads.
+		unlock, err := lockContainer(ctx, j.ns, tg.snapshotter, tg.snapshot)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
 		st, err := tg.task.Status(ctx)
 		if err != nil {
 			return nil, errors.Wrapf(err, "container %s: task status", j.container)
@@ -440,4 +457,38 @@ func parseChanges(changes []string) ([]instructions.Command, error) {
 // platformManifest picks the manifest of target for this machine's platform.
 func platformManifest(ctx context.Context, cc *containerd.Client, target ocispecs.Descriptor) (ocispecs.Descriptor, ocispecs.Platform, error) {
 	return exporter.PlatformManifest(ctx, cc.ContentStore(), target, platforms.Default())
+}
+
+// lockContainer takes an exclusive lock for one container's snapshot, shared
+// by every commit-frontend process on the machine.
+func lockContainer(ctx context.Context, ns, snapshotter, snapshot string) (func(), error) {
+	dir := filepath.Join(os.TempDir(), "commit-frontend-locks")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	name := sanitizeID(ns) + "_" + sanitizeID(snapshotter) + "_" + digest.FromString(snapshot).Encoded()[:32] + ".lock"
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, errors.Wrap(err, "container lock")
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, errors.Wrap(err, "container lock")
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, context.Cause(ctx)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
 }

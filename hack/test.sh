@@ -16,3 +16,9 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -count=1 -timeout 40m "$@" ./...
+# A short run of each fuzz target; FUZZTIME=5m for a long one.
+for target in "FuzzParse ./frontend/commitfile" "FuzzParseChanges ./frontend/commitfile" \
+              "FuzzParseWhiteouts ./changeset" "FuzzFromUpperdir ./changeset"; do
+  set -- $target
+  go test -run '^$' -fuzz "^$1\$" -fuzztime "${FUZZTIME:-5s}" "$2"
+done

@@ -1,0 +1,333 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/commit"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+	"github.com/commit-frontend/commit-frontend/internal/testenv"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/snapshots"
+)
+
+// bigChange is a container script that writes 200 MB of random bytes, so a
+// commit takes long enough to be interrupted.
+const bigChange = "head -c 200000000 /dev/urandom > /big; touch /ready; exec sleep 3600"
+
+// startCommit starts `commit-frontend commit` in the background.
+func startCommit(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(env.cli, append([]string{"commit", "--progress", "plain"}, args...)...)
+	cmd.Env = append(os.Environ(), "BUILDKIT_HOST="+env.bk.Addr)
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
+}
+
+// syncBuffer is a buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor polls until stderr shows s.
+func waitForOutput(t *testing.T, buf *syncBuffer, s string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(buf.String(), s) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("never saw %q in:\n%s", s, buf.String())
+}
+
+// checkNothingLeft checks that a failed commit left the container running,
+// wrote no image record and left no lease.
+func checkNothingLeft(t *testing.T, ct *container, ref string) {
+	t.Helper()
+	if st := ct.status(t); st != containerd.Running {
+		t.Errorf("container %s after the fault", st)
+	}
+	if _, err := ct.c.ImageService().Get(context.Background(), ref); err == nil {
+		t.Errorf("image %s was written", ref)
+	}
+	out, err := env.ctrd.Ctr(context.Background(), ct.ns, "leases", "ls", "-q")
+	if err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("leases left: %q %v", out, err)
+	}
+}
+
+func TestFaultInterrupt(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			const ns = "default"
+			id := "interrupt-" + strconv.Itoa(int(sig))
+			ct := startContainer(t, ns, "overlayfs", id, bigChange, false)
+			ref := "example.com/interrupted:" + strconv.Itoa(int(sig))
+			cmd, _, stderr := startCommit(t, append(ctrArgs(ns), id, ref)...)
+			waitForOutput(t, stderr, "COMMIT rootfs")
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			if err == nil {
+				t.Fatalf("the interrupted commit succeeded:\n%s", stderr)
+			}
+			if !strings.Contains(stderr.String(), "context canceled") {
+				t.Errorf("stderr does not say the commit was cancelled:\n%s", stderr)
+			}
+			checkNothingLeft(t, ct, ref)
+			cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), id, ref)...)...)
+		})
+	}
+}
+
+func TestFaultBuildkitdKilled(t *testing.T) {
+	const ns = "default"
+	victim, err := testenv.StartBuildkitd(context.Background(), env.dir, testenv.BuildkitdOpt{Name: "buildkitd-victim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { victim.Stop() }()
+	ct := startContainer(t, ns, "overlayfs", "bk-killed", bigChange, false)
+	ref := "example.com/bk-killed:1"
+	cmd, _, stderr := startCommit(t, append(ctrArgs(ns), "--addr", victim.Addr, "bk-killed", ref)...)
+	waitForOutput(t, stderr, "COMMIT rootfs")
+	victim.Kill()
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("the commit succeeded with buildkitd killed:\n%s", stderr)
+	}
+	if !strings.Contains(stderr.String(), "buildkitd") {
+		t.Errorf("stderr does not say buildkitd failed:\n%s", stderr)
+	}
+	checkNothingLeft(t, ct, ref)
+	victim, err = testenv.StartBuildkitd(context.Background(), env.dir, testenv.BuildkitdOpt{Name: "buildkitd-victim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", victim.Addr, "bk-killed", ref)...)...)
+}
+
+// TestFaultContainerdRestart restarts containerd in the middle of a commit:
+// the commit either fails clearly, leaving nothing behind, or completes with
+// a correct image; a retry succeeds.
+func TestFaultContainerdRestart(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "ctrd-restart", bigChange, false)
+	ref := "example.com/ctrd-restart:1"
+	cmd, _, stderr := startCommit(t, append(ctrArgs(ns), "ctrd-restart", ref)...)
+	waitForOutput(t, stderr, "COMMIT rootfs")
+	env.ctrd.Stop()
+	if err := env.ctrd.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		if !strings.Contains(stderr.String(), "commit-frontend:") {
+			t.Errorf("no error message:\n%s", stderr)
+		}
+		checkNothingLeft(t, ct, ref)
+	} else if _, err := ct.c.ImageService().Get(context.Background(), ref); err != nil {
+		t.Errorf("the commit succeeded but the image is missing: %v", err)
+	}
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "ctrd-restart", ref)...)...)
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "ctrd-restart-run", "wc", "-c", "/big")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "200000000") {
+		t.Errorf("run of the retried commit: %q %v", out, err)
+	}
+}
+
+// TestConcurrentCommits runs 8 commits of one container and 8 of different
+// containers at once.
+func TestConcurrentCommits(t *testing.T) {
+	const ns = "default"
+	const n = 8
+	same := startContainer(t, ns, "overlayfs", "concurrent-same", "echo same > /same; touch /ready; exec sleep 3600", false)
+	var others []*container
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("concurrent-%d", i)
+		others = append(others, startContainer(t, ns, "overlayfs", id, fmt.Sprintf("echo %d > /which; touch /ready; exec sleep 3600", i), false))
+	}
+	type job struct{ id, ref, want, file string }
+	var jobs []job
+	for i := 0; i < n; i++ {
+		jobs = append(jobs, job{same.id, fmt.Sprintf("example.com/same:%d", i), "same", "/same"})
+		jobs = append(jobs, job{others[i].id, fmt.Sprintf("example.com/other:%d", i), strconv.Itoa(i), "/which"})
+	}
+	var wg sync.WaitGroup
+	results := make([]result, len(jobs))
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = run(t, "", env.cli, append([]string{"commit"}, append(ctrArgs(ns), j.id, j.ref)...)...)
+		}()
+	}
+	wg.Wait()
+	for i, j := range jobs {
+		if results[i].err != nil {
+			t.Errorf("commit of %s as %s: %v\n%s", j.id, j.ref, results[i].err, lastLines(results[i].stderr, 3))
+			continue
+		}
+		out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", j.ref, fmt.Sprintf("check-%d", i), "cat", j.file)
+		if err != nil || strings.TrimSpace(out) != j.want {
+			t.Errorf("%s: %q %v", j.ref, out, err)
+		}
+	}
+}
+
+// TestRepeatedCommits commits a changing container many times in a row
+// through the Go API and checks that nothing leaks: leases, snapshots,
+// content, goroutines, file descriptors. CF_LOAD_COMMITS sets the count
+// (default 10; the long run is 100).
+func TestRepeatedCommits(t *testing.T) {
+	n := 10
+	if v, err := strconv.Atoi(os.Getenv("CF_LOAD_COMMITS")); err == nil && v > 0 {
+		n = v
+	}
+	const ns = "load"
+	ct := startContainer(t, ns, "overlayfs", "load", "touch /ready; exec sleep 3600", false)
+	ctx := context.Background()
+	bk, err := solve.Connect(ctx, env.bk.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Close()
+	count := func() (snaps, blobs int) {
+		_ = ct.c.SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { snaps++; return nil })
+		_ = ct.c.ContentStore().Walk(ctx, func(content.Info) error { blobs++; return nil })
+		return
+	}
+	commitOnce := func(i int) {
+		if err := os.WriteFile(filepath.Join(ct.root(t), "counter"), []byte(strconv.Itoa(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := commit.Commit(ctx, commit.Options{
+			Containerd: ct.c, Namespace: ns, Buildkit: bk,
+			Container: ct.id, Ref: fmt.Sprintf("example.com/load:%d", i), Pause: true,
+		}); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+	}
+	commitOnce(n) // warm up connections and caches
+	runtime.GC()
+	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+	snaps0, blobs0 := count()
+	for i := 0; i < n; i++ {
+		commitOnce(i)
+	}
+	snaps1, blobs1 := count()
+	if snaps1-snaps0 != n {
+		t.Errorf("snapshots grew by %d for %d commits, want one each (the new layer)", snaps1-snaps0, n)
+	}
+	if blobs1-blobs0 != 3*n {
+		t.Errorf("content grew by %d blobs for %d commits, want three each (layer, config, manifest)", blobs1-blobs0, n)
+	}
+	if out, _ := env.ctrd.Ctr(ctx, ns, "leases", "ls", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("leases left: %q", out)
+	}
+	time.Sleep(500 * time.Millisecond)
+	runtime.GC()
+	if g := runtime.NumGoroutine(); g > goroutines+5 {
+		t.Errorf("goroutines: %d before, %d after %d commits", goroutines, g, n)
+	}
+	if f := openFDs(t); f > fds+5 {
+		t.Errorf("open file descriptors: %d before, %d after %d commits", fds, f, n)
+	}
+	out, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", fmt.Sprintf("example.com/load:%d", n-1), "load-check", "cat", "/counter")
+	if err != nil || out != strconv.Itoa(n-1) {
+		t.Errorf("last image: %q %v", out, err)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestHostileSparseFile refuses a sparse file whose holes a layer would have
+// to store as gigabytes of zeros, with a clear error, leaving the container
+// running.
+func TestHostileSparseFile(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "sparse", "touch /ready; exec sleep 3600", false)
+	f, err := os.Create(filepath.Join(ct.root(t), "huge-sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(4 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r := cfFail(t, "", append([]string{"commit"}, append(ctrArgs(ns), "sparse", "example.com/sparse:1")...)...)
+	if !strings.Contains(r.stderr, "huge-sparse is a sparse file of 4294967296 bytes") {
+		t.Errorf("stderr:\n%s", r.stderr)
+	}
+	checkNothingLeft(t, ct, "example.com/sparse:1")
+}
+
+// TestHostileCopySymlink: a context symlink pointing outside the context is
+// resolved inside it, never on the host.
+func TestHostileCopySymlink(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Commitfile": "FROM " + env.base.Ref + "\nCOPY escape /copied\nCOPY ../../../../etc/hostname /hostname\n"})
+	if err := os.Symlink("/etc/hostname", filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.tar")
+	r := run(t, dir, env.cli, "build", "--progress", "plain", "--output", "type=oci,dest="+out, dir)
+	host, _ := os.ReadFile("/etc/hostname")
+	if r.err == nil {
+		img := readOCITar(t, out)
+		for _, l := range img.Layers {
+			for name, e := range layerEntries(t, l) {
+				if len(host) > 0 && bytes.Equal(e.Data, host) {
+					t.Errorf("%s carries the host's /etc/hostname", name)
+				}
+			}
+		}
+	} else if !strings.Contains(r.stderr, "not found") {
+		t.Errorf("error: %s", r.stderr)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
