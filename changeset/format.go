@@ -42,6 +42,8 @@ type Manifest struct {
 	Whiteouts int `json:"whiteouts"`
 	// Bytes is the size of the regular files' contents in changes.tar.
 	Bytes int64 `json:"bytes"`
+	// TarSize is the size of changes.tar: what crosses the session.
+	TarSize int64 `json:"tarSize,omitempty"`
 }
 
 // ParseManifest reads a CHANGESET file.

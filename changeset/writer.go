@@ -155,6 +155,9 @@ func (w *Writer) Close() (*Manifest, error) {
 		w.f.Close()
 		return nil, err
 	}
+	if st, err := w.f.Stat(); err == nil {
+		w.m.TarSize = st.Size()
+	}
 	if err := w.f.Close(); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 
@@ -119,7 +122,11 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		return err
 	}
 	if f.metadataFile != "" {
-		if err := solve.WriteMetadata(f.metadataFile, res.ExporterResponse); err != nil {
+		md := maps.Clone(res.ExporterResponse)
+		if dt, err := json.Marshal(res.ChangeSet); err == nil {
+			md["commit-frontend.changeset"] = base64.StdEncoding.EncodeToString(dt)
+		}
+		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
 		}
 	}

@@ -151,3 +151,48 @@ func BuildBusybox(ctx context.Context, c *client.Client, dir, registry string) (
 func fixedWriter(f *os.File) func(map[string]string) (io.WriteCloser, error) {
 	return func(map[string]string) (io.WriteCloser, error) { return f, nil }
 }
+
+// BuildRootfsImage builds an image whose one layer is the directory rootfs
+// and writes it as an OCI archive to tarPath, with the layer compressed as
+// compression says (gzip, zstd, uncompressed).
+func BuildRootfsImage(ctx context.Context, c *client.Client, rootfs, tarPath, compression string) error {
+	fs, err := fsutil.NewFS(rootfs)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(tarPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	p := platforms.DefaultSpec()
+	_, err = c.Build(ctx, client.SolveOpt{
+		Exports: []client.ExportEntry{{Type: client.ExporterOCI, Output: fixedWriter(f), Attrs: map[string]string{
+			"name": "docker.io/library/rootfs:latest", "compression": compression, "force-compression": "true",
+		}}},
+		LocalMounts: map[string]fsutil.FS{"rootfs": fs},
+	}, "", func(ctx context.Context, gc gwclient.Client) (*gwclient.Result, error) {
+		st := bkllb.Scratch().File(bkllb.Copy(bkllb.Local("rootfs"), "/", "/", &bkllb.CopyInfo{CopyDirContentsOnly: true}))
+		def, err := st.Marshal(ctx, bkllb.Platform(p))
+		if err != nil {
+			return nil, err
+		}
+		res, err := gc.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB()})
+		if err != nil {
+			return nil, err
+		}
+		var cfg dockerspec.DockerOCIImage
+		cfg.Architecture, cfg.OS, cfg.Variant = runtime.GOARCH, "linux", p.Variant
+		cfg.RootFS.Type = "layers"
+		cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		cfg.Config.Cmd = []string{"sh"}
+		cfg.History = []ocispecs.History{{CreatedBy: "rootfs made offline", Comment: "testenv"}}
+		dt, err := json.Marshal(cfg)
+		if err != nil {
+			return nil, err
+		}
+		res.AddMeta(exptypes.ExporterImageConfigKey, dt)
+		return res, nil
+	}, nil)
+	return errors.Wrapf(err, "building an image of %s", rootfs)
+}

@@ -1,0 +1,351 @@
+// Package bench measures commit-frontend's commit against the containerd-native
+// commit (the baseline docker's containerd image store and nerdctl perform)
+// on the same real containers, in one run. Run it with hack/bench.sh.
+package bench
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/changeset"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+	"github.com/commit-frontend/commit-frontend/internal/testenv"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/moby/buildkit/client"
+)
+
+var (
+	rootfsSizes = flag.String("bench.rootfs", "50MB,2GB", "rootfs sizes to set up: 50MB (500 files), 2GB (50k files)")
+	keep        = flag.Bool("bench.keep", false, "keep the daemons' directory")
+)
+
+var env struct {
+	dir   string
+	ctrd  *testenv.Containerd
+	bk    *testenv.Buildkitd
+	cli   string
+	bases map[string]string // rootfs size → image name
+}
+
+const ns = "bench"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run())
+	}
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench setup:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "cf-bench-")
+	if err != nil {
+		return 1, err
+	}
+	env.dir = dir
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	if env.ctrd, err = testenv.StartContainerd(ctx, dir); err != nil {
+		return 1, err
+	}
+	defer env.ctrd.Stop()
+	if env.bk, err = testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{}); err != nil {
+		return 1, err
+	}
+	defer env.bk.Stop()
+	env.cli = filepath.Join(dir, "commit-frontend")
+	_, file, _, _ := runtime.Caller(0)
+	build := exec.Command("go", "build", "-o", env.cli, "./cmd/commit-frontend")
+	build.Dir = filepath.Dir(filepath.Dir(file))
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("%v: %s", err, out)
+	}
+	bk, err := solve.Connect(ctx, env.bk.Addr)
+	if err != nil {
+		return 1, err
+	}
+	defer bk.Close()
+	env.bases = map[string]string{}
+	for _, size := range strings.Split(*rootfsSizes, ",") {
+		name, err := baseImage(ctx, bk, size)
+		if err != nil {
+			return 1, err
+		}
+		env.bases[size] = name
+	}
+	fmt.Fprintf(os.Stderr, "machine: %d CPUs, %s, %s\n", runtime.NumCPU(), runtime.Version(), kernel())
+	return m.Run(), nil
+}
+
+func kernel() string {
+	dt, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return "linux " + strings.TrimSpace(string(dt))
+}
+
+// baseImage makes a base image of the given size — busybox plus files of
+// incompressible content — and imports it into containerd, unpacked.
+func baseImage(ctx context.Context, bk *client.Client, size string) (string, error) {
+	files, fileSize := 500, 100_000 // 50MB
+	if size == "2GB" {
+		files, fileSize = 50_000, 40_000
+	} else if size != "50MB" {
+		return "", fmt.Errorf("unknown rootfs size %q", size)
+	}
+	start := time.Now()
+	rootfs := filepath.Join(env.dir, "rootfs-"+size)
+	if err := testenv.BusyboxRootfs(rootfs); err != nil {
+		return "", err
+	}
+	rng := rand.NewChaCha8([32]byte{1})
+	buf := make([]byte, fileSize)
+	for i := 0; i < files; i++ {
+		d := filepath.Join(rootfs, "data", strconv.Itoa(i/1000))
+		if i%1000 == 0 {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return "", err
+			}
+		}
+		_, _ = rng.Read(buf)
+		if err := os.WriteFile(filepath.Join(d, strconv.Itoa(i)), buf, 0o644); err != nil {
+			return "", err
+		}
+	}
+	tar := filepath.Join(env.dir, "base-"+size+".tar")
+	if err := testenv.BuildRootfsImage(ctx, bk, rootfs, tar, "uncompressed"); err != nil {
+		return "", err
+	}
+	os.RemoveAll(rootfs)
+	name := "docker.io/bench/base:" + strings.ToLower(size)
+	if _, err := env.ctrd.Ctr(ctx, ns, "images", "import", "--index-name", name, tar); err != nil {
+		return "", err
+	}
+	os.Remove(tar)
+	fmt.Fprintf(os.Stderr, "base image %s: %d files of %d bytes, ready in %s\n", name, files, fileSize, time.Since(start).Round(time.Second))
+	return name, nil
+}
+
+// change is what a container writes before it is committed.
+type change struct {
+	name  string
+	apply func(root string) error
+}
+
+var changes = []change{
+	{"1KiB", func(root string) error { return writeRandom(filepath.Join(root, "change-1k"), 1024, 1) }},
+	{"10k-files", func(root string) error {
+		d := filepath.Join(root, "many")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		for i := 0; i < 10_000; i++ {
+			if err := writeRandom(filepath.Join(d, strconv.Itoa(i)), 512, uint64(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+	{"1GiB", func(root string) error {
+		for i := 0; i < 8; i++ {
+			if err := writeRandom(filepath.Join(root, "big-"+strconv.Itoa(i)), 128<<20, uint64(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+}
+
+func writeRandom(p string, n int, seed uint64) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(time.Now().UnixNano())})
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, len(buf))
+		_, _ = rng.Read(buf[:k])
+		if _, err := f.Write(buf[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// BenchmarkCommit runs the matrix: rootfs × change × compression × page
+// cache, each cell with both implementations on fresh containers.
+// Sub-benchmark names end in impl=commit-frontend or impl=containerd-native;
+// hack/benchtable pairs them into ratios.
+func BenchmarkCommit(b *testing.B) {
+	for _, size := range strings.Split(*rootfsSizes, ",") {
+		for _, ch := range changes {
+			for _, comp := range []string{"gzip", "zstd", "uncompressed"} {
+				for _, cache := range []string{"warm", "cold"} {
+					for _, impl := range []string{"commit-frontend", "containerd-native"} {
+						name := fmt.Sprintf("rootfs=%s/change=%s/compression=%s/cache=%s/impl=%s", size, ch.name, comp, cache, impl)
+						b.Run(name, func(b *testing.B) { benchCell(b, env.bases[size], ch, comp, cache == "cold", impl) })
+					}
+				}
+			}
+		}
+	}
+}
+
+func benchCell(b *testing.B, base string, ch change, compression string, cold bool, impl string) {
+	ctx := context.Background()
+	cc, err := containerd.New(env.ctrd.Addr, containerd.WithDefaultNamespace(ns))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	var cpu, clientCPU time.Duration
+	var sent, maxRSS int64
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+		if _, err := env.ctrd.Ctr(ctx, ns, "run", "-d", base, id, "sleep", "3600"); err != nil {
+			b.Fatal(err)
+		}
+		root := pidRoot(b, cc, id)
+		if err := ch.apply(root); err != nil {
+			b.Fatal(err)
+		}
+		if cold {
+			_ = exec.Command("sync").Run()
+			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ref := "docker.io/bench/out:" + id
+		daemons0 := daemonCPU()
+		b.StartTimer()
+		switch impl {
+		case "commit-frontend":
+			md := filepath.Join(env.dir, id+".json")
+			cmd := exec.Command(env.cli, "commit", "--address", env.ctrd.Addr, "-n", ns, "--addr", env.bk.Addr,
+				"--compression", compression, "--metadata-file", md, id, ref)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+			b.StopTimer()
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			maxRSS = max(maxRSS, ru.Maxrss*1024)
+			sent += changeSetSize(b, md)
+		default:
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			if _, err := nativeCommit(ctx, cc, id, ref, compression); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			clientCPU += time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano())
+		}
+		cpu += daemonCPU() - daemons0
+		_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "kill", "-s", "KILL", id)
+		time.Sleep(100 * time.Millisecond)
+		_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "rm", "-f", id)
+		_, _ = env.ctrd.Ctr(ctx, ns, "containers", "rm", id)
+		_, _ = env.ctrd.Ctr(ctx, ns, "images", "rm", "--sync", ref)
+	}
+	n := float64(b.N)
+	b.ReportMetric((clientCPU+cpu).Seconds()/n, "cpu-s/op")
+	b.ReportMetric(clientCPU.Seconds()/n, "client-cpu-s/op")
+	if maxRSS > 0 {
+		b.ReportMetric(float64(maxRSS)/(1<<20), "client-maxrss-MiB")
+	}
+	if sent > 0 {
+		b.ReportMetric(float64(sent)/n/(1<<20), "sent-MiB/op")
+	}
+	b.ReportMetric(float64(peakRSS(env.bk.Cmd.Process.Pid))/(1<<20), "buildkitd-peakrss-MiB")
+}
+
+func pidRoot(b *testing.B, cc *containerd.Client, id string) string {
+	c, err := cc.LoadContainer(context.Background(), id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t, err := c.Task(context.Background(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fmt.Sprintf("/proc/%d/root", t.Pid())
+}
+
+func changeSetSize(b *testing.B, md string) int64 {
+	dt, err := os.ReadFile(md)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(md)
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(dt, &m); err != nil {
+		b.Fatal(err)
+	}
+	var cs changeset.Manifest
+	raw := m["commit-frontend.changeset"]
+	if err := json.Unmarshal(raw, &cs); err != nil {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			if dec, err := base64.StdEncoding.DecodeString(s); err == nil {
+				_ = json.Unmarshal(dec, &cs)
+			}
+		}
+	}
+	return cs.TarSize
+}
+
+// daemonCPU is the CPU time buildkitd and containerd (with its shims' parent)
+// have used so far.
+func daemonCPU() time.Duration {
+	return procCPU(env.bk.Cmd.Process.Pid) + procCPU(env.ctrd.Cmd.Process.Pid)
+}
+
+func procCPU(pid int) time.Duration {
+	dt, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(dt)
+	fields := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100
+}
+
+func peakRSS(pid int) int64 {
+	dt, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(dt), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the commit benchmarks: real containerd and buildkitd, real containers,
+# commit-frontend against the containerd-native commit in the same run, and
+# prints the markdown table for docs/benchmarks.md. Needs root (the cold-cache
+# cells drop the page cache).
+#
+#   bash hack/bench.sh                       # the full matrix, 3 runs a cell
+#   BENCH='BenchmarkCommit/rootfs=50MB/change=1KiB' ROOTFS=50MB BENCHTIME=1x bash hack/bench.sh  # a subset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CF_BIN=$(bash hack/install-deps.sh | tail -n 1)
+export CF_BIN
+out=${BENCH_OUT:-bench-results.txt}
+go test -run '^$' -bench "${BENCH:-BenchmarkCommit}" -benchtime "${BENCHTIME:-3x}" -timeout 6h \
+  ./bench -args -bench.rootfs "${ROOTFS:-50MB,2GB}" 2>&1 | grep -v 'cgroup v1\|fsverity' | tee "$out"
+go run ./hack/benchtable < "$out"

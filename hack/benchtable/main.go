@@ -1,0 +1,74 @@
+// Command benchtable reads `go test -bench BenchmarkCommit` output and prints
+// a markdown table that pairs each cell's commit-frontend and
+// containerd-native results, with their ratio.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+var line = regexp.MustCompile(`^BenchmarkCommit/(rootfs=[^/]+/change=[^/]+/compression=[^/]+/cache=[^/]+)/impl=([a-z-]+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+
+type result map[string]float64
+
+func main() {
+	cells := map[string]map[string]result{}
+	var order []string
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		cell, impl := m[1], m[2]
+		if cells[cell] == nil {
+			cells[cell] = map[string]result{}
+			order = append(order, cell)
+		}
+		r := result{}
+		f := strings.Fields(m[5])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err == nil {
+				r[f[i+1]] = v
+			}
+		}
+		cells[cell][impl] = r
+	}
+	sort.SliceStable(order, func(i, j int) bool { return false })
+	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | containerd-native s | speed-up (native / ours) | CPU s ours / native | client peak RSS MiB | sent MiB | buildkitd peak RSS MiB |")
+	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, cell := range order {
+		parts := map[string]string{}
+		for _, kv := range strings.Split(cell, "/") {
+			k, v, _ := strings.Cut(kv, "=")
+			parts[k] = v
+		}
+		ours, native := cells[cell]["commit-frontend"], cells[cell]["containerd-native"]
+		o, n := ours["ns/op"]/1e9, native["ns/op"]/1e9
+		ratio := "-"
+		if o > 0 && n > 0 {
+			ratio = fmt.Sprintf("%.2f×", n/o)
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |\n",
+			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
+			num(o), num(n), ratio, num(ours["cpu-s/op"]), num(native["cpu-s/op"]),
+			num(ours["client-maxrss-MiB"]), num(ours["sent-MiB/op"]), num(ours["buildkitd-peakrss-MiB"]))
+	}
+}
+
+func num(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	if v < 10 {
+		return fmt.Sprintf("%.3g", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
