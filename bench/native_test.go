@@ -77,9 +77,11 @@ func nativeCommit(ctx context.Context, cc *containerd.Client, id, ref, compressi
 	if err != nil {
 		return "", err
 	}
-	diffID, err := digest.Parse(layerInfo.Labels["containerd.io/uncompressed"])
-	if err != nil {
-		return "", fmt.Errorf("layer %s has no uncompressed digest: %w", layer.Digest, err)
+	diffID := layer.Digest
+	if mediaType != ocispecs.MediaTypeImageLayer {
+		if diffID, err = digest.Parse(layerInfo.Labels["containerd.io/uncompressed"]); err != nil {
+			return "", fmt.Errorf("layer %s has no uncompressed digest: %w", layer.Digest, err)
+		}
 	}
 	// Apply the layer into a new snapshot, as nerdctl and docker do.
 	chain := append(append([]digest.Digest{}, cfg.RootFS.DiffIDs...), diffID)

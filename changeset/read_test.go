@@ -128,3 +128,21 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestTarOverhead: an entry with nothing unusual costs one 512-byte header,
+// so many small files cross the session at most twice their size.
+func TestTarOverhead(t *testing.T) {
+	upper := t.TempDir()
+	for i := 0; i < 1000; i++ {
+		must(t, os.WriteFile(filepath.Join(upper, fmt.Sprintf("f%04d", i)), bytes.Repeat([]byte{'x'}, 512), 0o644))
+	}
+	dir := t.TempDir()
+	w, err := Create(dir)
+	must(t, err)
+	must(t, FromUpperdir(context.Background(), upper, w))
+	m, err := w.Close()
+	must(t, err)
+	if m.Bytes != 512*1000 || m.TarSize > 2*m.Bytes+10240 {
+		t.Errorf("%d bytes of content took a %d-byte tar", m.Bytes, m.TarSize)
+	}
+}

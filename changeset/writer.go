@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
@@ -96,9 +97,12 @@ func (w *Writer) AddPath(root, rel string) error {
 	h.Name = rel
 	h.Uid, h.Gid = int(st.Uid), int(st.Gid)
 	h.Uname, h.Gname = "", ""
-	h.Format = tar.FormatPAX
-	h.ModTime = fi.ModTime()
-	h.AccessTime, h.ChangeTime = fi.ModTime(), fi.ModTime()
+	// Layer tars keep mtimes to the second (containerd's archive writer
+	// truncates them), so the change set does too: a header that needs no
+	// PAX records costs 512 bytes, not 1.5 KiB.
+	h.ModTime = fi.ModTime().Truncate(time.Second)
+	h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
+	h.Format = tar.FormatUnknown
 	if fi.Mode()&(os.ModeDevice|os.ModeCharDevice) != 0 {
 		h.Devmajor = int64(unix.Major(uint64(st.Rdev)))
 		h.Devminor = int64(unix.Minor(uint64(st.Rdev)))

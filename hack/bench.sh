@@ -12,5 +12,5 @@ CF_BIN=$(bash hack/install-deps.sh | tail -n 1)
 export CF_BIN
 out=${BENCH_OUT:-bench-results.txt}
 go test -run '^$' -bench "${BENCH:-BenchmarkCommit}" -benchtime "${BENCHTIME:-3x}" -timeout 6h \
-  ./bench -args -bench.rootfs "${ROOTFS:-50MB,2GB}" 2>&1 | grep -v 'cgroup v1\|fsverity' | tee "$out"
+  ./bench -args -bench.rootfs "${ROOTFS:-50MB,2GB}" 2>&1 | grep --line-buffered -v 'cgroup v1\|fsverity' | tee "$out"
 go run ./hack/benchtable < "$out"

@@ -324,6 +324,7 @@ func hostileChanges(t *testing.T, root string) {
 	must(f.Close())
 	must(os.WriteFile(filepath.Join(d, "with space\nand newline"), []byte("n"), 0o644))
 	must(os.WriteFile(filepath.Join(d, "latin1-\xe9t\xe9"), []byte("l"), 0o644))
+	must(os.WriteFile(filepath.Join(d, strings.Repeat("n", 255)), []byte("longest name"), 0o644))
 	for _, n := range []string{"owned", "setuid", "ping", "linked", "sparse", "with space\nand newline", "latin1-\xe9t\xe9"} {
 		must(os.Chtimes(filepath.Join(d, n), at, at))
 	}

@@ -331,3 +331,39 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestCommitWhileChanging commits, without --pause, a container that keeps
+// rewriting files: every commit either succeeds with a layer whose files are
+// whole, or fails with a message naming what changed.
+func TestCommitWhileChanging(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "changing",
+		`touch /ready; i=0; while true; do i=$((i+1)); head -c $(( (i % 50) * 1000 + 1 )) /dev/zero > /busy.tmp; mv /busy.tmp /busy; echo $i > /count; done`, false)
+	for i := 0; i < 5; i++ {
+		ref := fmt.Sprintf("example.com/changing:%d", i)
+		r := run(t, "", env.cli, append([]string{"commit"}, append(ctrArgs(ns), "--pause=false", "changing", ref)...)...)
+		if r.err != nil {
+			if !strings.Contains(r.stderr, "changed size while being read") && !strings.Contains(r.stderr, "no such file") {
+				t.Errorf("commit %d failed without saying what changed:\n%s", i, r.stderr)
+			}
+			continue
+		}
+		out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, fmt.Sprintf("changing-check-%d", i), "sh", "-c", "wc -c < /busy; cat /count")
+		if err != nil {
+			t.Errorf("run of commit %d: %v", i, err)
+			continue
+		}
+		fields := strings.Fields(out)
+		if len(fields) != 2 {
+			t.Errorf("commit %d: %q", i, out)
+			continue
+		}
+		size, _ := strconv.Atoi(fields[0])
+		if (size-1)%1000 != 0 {
+			t.Errorf("commit %d: /busy has %d bytes, not a size the container ever wrote", i, size)
+		}
+	}
+	if st := ct.status(t); st != containerd.Running {
+		t.Errorf("container %s", st)
+	}
+}

@@ -365,3 +365,37 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// TestNamedContexts takes the base from --build-context in each form the
+// build command accepts: an OCI layout directory and a docker-image ref.
+func TestNamedContexts(t *testing.T) {
+	dir := t.TempDir()
+	cs := filepath.Join(dir, "cs")
+	writeChangeSet(t, cs, func(w *changeset.Writer) {
+		entry(t, w, &tar.Header{Name: "named", Mode: 0o644, Size: 6}, "named\n")
+	})
+	writeFiles(t, dir, map[string]string{"ctx/Commitfile": "FROM base\nCOMMIT rootfs\n"})
+	base := baseImage(t)
+	for _, spec := range []string{
+		"oci-layout://" + env.base.Layout,
+		"oci-layout://" + env.base.Layout + ":latest",
+		"docker-image://" + env.base.Ref,
+	} {
+		t.Run(spec[:strings.Index(spec, ":")], func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.tar")
+			cf(t, dir, "build", "--progress", "quiet", "--build-context", "base="+spec, "--build-context", "rootfs="+cs,
+				"--output", "type=oci,dest="+out, filepath.Join(dir, "ctx"))
+			img := readOCITar(t, out)
+			if len(img.Manifest.Layers) != len(base.Manifest.Layers)+1 || img.Manifest.Layers[0].Digest != base.Manifest.Layers[0].Digest {
+				t.Errorf("layers %+v, want the base's and one more", img.Manifest.Layers)
+			}
+			if !reflect.DeepEqual(img.Config.History[:len(base.Config.History)], base.Config.History) {
+				t.Errorf("base history not kept: %+v", img.Config.History)
+			}
+		})
+	}
+	r := cfFail(t, dir, "build", "--build-context", "base=oci-layout://"+env.base.Layout+":nosuchtag", filepath.Join(dir, "ctx"))
+	if !strings.Contains(r.stderr, `no image tagged "nosuchtag"`) {
+		t.Errorf("stderr: %s", r.stderr)
+	}
+}

@@ -158,3 +158,21 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// TestGatewayOptionsOnly builds from frontend options alone through the
+// gateway image, as `buildctl --opt` users do, with no Commitfile at all.
+func TestGatewayOptionsOnly(t *testing.T) {
+	ref := frontendImage(t)
+	_, cs := gatewayFixture(t, "")
+	empty := t.TempDir()
+	out := filepath.Join(t.TempDir(), "out.tar")
+	r := run(t, empty, tool("buildctl"), "--addr", env.bk.Addr, "build", "--progress", "plain",
+		"--frontend", "gateway.v0", "--opt", "source="+ref,
+		"--opt", "base="+env.base.Ref, "--opt", "commit=rootfs", "--opt", "message=gateway",
+		"--opt", "change=LABEL via=gateway\nCMD [\"httpd\", \"-f\", \"-h\", \"/srv\"]",
+		"--local", "rootfs="+cs, "--output", "type=oci,dest="+out)
+	if r.err != nil {
+		t.Fatalf("buildctl: %v\n%s", r.err, r.stderr)
+	}
+	checkGatewayImage(t, out)
+}
