@@ -5,6 +5,7 @@
 package exporter
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -81,7 +82,63 @@ func (s *leasedStore) Abort(ctx context.Context, ref string) error {
 }
 
 func (s *leasedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (content.Writer, error) {
-	return s.Store.Writer(s.ctx(ctx), opts...)
+	w, err := s.Store.Writer(s.ctx(ctx), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return newBufferedWriter(w), nil
+}
+
+// writeBuffer is how much a blob write gathers before it goes to containerd:
+// containerd's remote writer waits for an answer to every Write, and the
+// session hands over small chunks, so unbuffered a 1 GiB layer costs tens of
+// thousands of round trips.
+const writeBuffer = 4 << 20
+
+// bufferedWriter gathers writes into large ones; every other call flushes first.
+type bufferedWriter struct {
+	content.Writer
+	buf *bufio.Writer
+}
+
+func newBufferedWriter(w content.Writer) *bufferedWriter {
+	return &bufferedWriter{Writer: w, buf: bufio.NewWriterSize(w, writeBuffer)}
+}
+
+func (w *bufferedWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+
+func (w *bufferedWriter) Digest() digest.Digest {
+	_ = w.buf.Flush()
+	return w.Writer.Digest()
+}
+
+func (w *bufferedWriter) Status() (content.Status, error) {
+	if err := w.buf.Flush(); err != nil {
+		return content.Status{}, err
+	}
+	return w.Writer.Status()
+}
+
+func (w *bufferedWriter) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
+	if err := w.buf.Flush(); err != nil {
+		return err
+	}
+	return w.Writer.Commit(ctx, size, expected, opts...)
+}
+
+func (w *bufferedWriter) Truncate(size int64) error {
+	if err := w.buf.Flush(); err != nil {
+		return err
+	}
+	return w.Writer.Truncate(size)
+}
+
+func (w *bufferedWriter) Close() error {
+	err := w.buf.Flush()
+	if cerr := w.Writer.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ManifestDescriptor returns the descriptor of the manifest an OCI export

@@ -18,14 +18,15 @@ import (
 
 func main() {
 	dir := flag.String("dir", "", "directory for the daemons' state (default: a new temp dir)")
+	debug := flag.String("buildkitd-debugaddr", "", "serve buildkitd's pprof on this address (e.g. 127.0.0.1:6060)")
 	flag.Parse()
-	if err := run(*dir); err != nil {
+	if err := run(*dir, *debug); err != nil {
 		fmt.Fprintln(os.Stderr, "devenv:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string) error {
+func run(dir, debugAddr string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if dir == "" {
@@ -48,7 +49,7 @@ func run(dir string) error {
 		return err
 	}
 	defer ctrd.Stop()
-	bk, err := testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{InsecureRegistries: []string{reg.Host}})
+	bk, err := testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{InsecureRegistries: []string{reg.Host}, DebugAddr: debugAddr})
 	if err != nil {
 		return err
 	}

@@ -213,6 +213,8 @@ type BuildkitdOpt struct {
 	ContainerdAddr string
 	// ContainerdNamespace is the containerd worker's namespace.
 	ContainerdNamespace string
+	// DebugAddr, when set, serves pprof on this TCP address.
+	DebugAddr string
 }
 
 // StartBuildkitd starts buildkitd with the OCI worker (runc), or with the
@@ -240,6 +242,9 @@ func StartBuildkitd(ctx context.Context, dir string, opt BuildkitdOpt) (*Buildki
 		return nil, err
 	}
 	args := []string{"--config", cfgPath, "--addr", "unix://" + sock}
+	if opt.DebugAddr != "" {
+		args = append(args, "--debugaddr", opt.DebugAddr)
+	}
 	if opt.ContainerdAddr != "" {
 		ns := opt.ContainerdNamespace
 		if ns == "" {
