@@ -233,6 +233,18 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		if _, err := env.ctrd.Ctr(ctx, ns, "run", "-d", base, id, "sleep", "3600"); err != nil {
 			b.Fatal(err)
 		}
+		removed := false
+		remove := func() {
+			if removed {
+				return
+			}
+			removed = true
+			_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "kill", "-s", "KILL", id)
+			time.Sleep(100 * time.Millisecond)
+			_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "rm", "-f", id)
+			_, _ = env.ctrd.Ctr(ctx, ns, "containers", "rm", id)
+		}
+		b.Cleanup(remove) // also after a failed iteration
 		root := pidRoot(b, cc, id)
 		if err := ch.apply(root); err != nil {
 			b.Fatal(err)
@@ -270,10 +282,7 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			clientCPU += time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano())
 		}
 		cpu += daemonCPU() - daemons0
-		_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "kill", "-s", "KILL", id)
-		time.Sleep(100 * time.Millisecond)
-		_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "rm", "-f", id)
-		_, _ = env.ctrd.Ctr(ctx, ns, "containers", "rm", id)
+		remove()
 		_, _ = env.ctrd.Ctr(ctx, ns, "images", "rm", "--sync", ref)
 		// Keep buildkitd's cache from filling the disk: every 1 GiB commit
 		// leaves the received change set, the applied snapshot and the blob.
