@@ -111,32 +111,7 @@ func BuildBusybox(ctx context.Context, c *client.Client, dir, registry string) (
 			"name": img.Ref, "push": "true", "registry.insecure": "true",
 		}})
 	}
-	p := platforms.DefaultSpec()
-	build := func(ctx context.Context, gc gwclient.Client) (*gwclient.Result, error) {
-		st := bkllb.Scratch().File(bkllb.Copy(bkllb.Local("rootfs"), "/", "/", &bkllb.CopyInfo{CopyDirContentsOnly: true}))
-		def, err := st.Marshal(ctx, bkllb.Platform(p))
-		if err != nil {
-			return nil, err
-		}
-		res, err := gc.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB()})
-		if err != nil {
-			return nil, err
-		}
-		var cfg dockerspec.DockerOCIImage
-		cfg.Architecture = runtime.GOARCH
-		cfg.OS = "linux"
-		cfg.Variant = p.Variant
-		cfg.RootFS.Type = "layers"
-		cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-		cfg.Config.Cmd = []string{"sh"}
-		cfg.History = []ocispecs.History{{CreatedBy: "busybox-static from Debian, made offline", Comment: "testenv"}}
-		dt, err := json.Marshal(cfg)
-		if err != nil {
-			return nil, err
-		}
-		res.AddMeta(exptypes.ExporterImageConfigKey, dt)
-		return res, nil
-	}
+	build := rootfsBuild("busybox-static from Debian, made offline")
 	_, err = c.Build(ctx, client.SolveOpt{
 		Exports:     exports,
 		LocalMounts: map[string]fsutil.FS{"rootfs": fs},
@@ -165,13 +140,20 @@ func BuildRootfsImage(ctx context.Context, c *client.Client, rootfs, tarPath, co
 		return err
 	}
 	defer f.Close()
-	p := platforms.DefaultSpec()
 	_, err = c.Build(ctx, client.SolveOpt{
 		Exports: []client.ExportEntry{{Type: client.ExporterOCI, Output: fixedWriter(f), Attrs: map[string]string{
 			"name": "docker.io/library/rootfs:latest", "compression": compression, "force-compression": "true",
 		}}},
 		LocalMounts: map[string]fsutil.FS{"rootfs": fs},
-	}, "", func(ctx context.Context, gc gwclient.Client) (*gwclient.Result, error) {
+	}, "", rootfsBuild("rootfs made offline"), nil)
+	return errors.Wrapf(err, "building an image of %s", rootfs)
+}
+
+// rootfsBuild is a build function whose image is the local context "rootfs"
+// as one layer, with a minimal shell config and one history entry.
+func rootfsBuild(createdBy string) gwclient.BuildFunc {
+	return func(ctx context.Context, gc gwclient.Client) (*gwclient.Result, error) {
+		p := platforms.DefaultSpec()
 		st := bkllb.Scratch().File(bkllb.Copy(bkllb.Local("rootfs"), "/", "/", &bkllb.CopyInfo{CopyDirContentsOnly: true}))
 		def, err := st.Marshal(ctx, bkllb.Platform(p))
 		if err != nil {
@@ -186,13 +168,12 @@ func BuildRootfsImage(ctx context.Context, c *client.Client, rootfs, tarPath, co
 		cfg.RootFS.Type = "layers"
 		cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 		cfg.Config.Cmd = []string{"sh"}
-		cfg.History = []ocispecs.History{{CreatedBy: "rootfs made offline", Comment: "testenv"}}
+		cfg.History = []ocispecs.History{{CreatedBy: createdBy, Comment: "testenv"}}
 		dt, err := json.Marshal(cfg)
 		if err != nil {
 			return nil, err
 		}
 		res.AddMeta(exptypes.ExporterImageConfigKey, dt)
 		return res, nil
-	}, nil)
-	return errors.Wrapf(err, "building an image of %s", rootfs)
+	}
 }
