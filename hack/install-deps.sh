@@ -12,7 +12,6 @@ mkdir -p "$CF_BIN"
 
 need_pkgs=()
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && file_static=1 || true
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}" >&2
