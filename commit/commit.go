@@ -82,6 +82,9 @@ type Result struct {
 	Name string
 	// ChangeSet describes what crossed the session.
 	ChangeSet changeset.Manifest
+	// Exported is the number of bytes the export wrote into containerd's
+	// content store: new blobs only, never the base's layers.
+	Exported int64
 	// ExporterResponse is BuildKit's exporter response.
 	ExporterResponse map[string]string
 }
@@ -240,6 +243,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		return nil, err
 	}
 	res.Manifest = desc
+	res.Exported = store.Written()
 	name := j.name
 	if name == "" {
 		name = "moby-dangling@" + desc.Digest.String()

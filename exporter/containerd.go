@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -30,12 +31,23 @@ import (
 type leasedStore struct {
 	content.Store
 	ns, lease string
+	written   atomic.Int64
 }
 
-// LeasedStore wraps s so that every call carries namespace ns and lease.
-func LeasedStore(s content.Store, ns, lease string) content.Store {
+// CountingStore is a content store that counts the bytes written into it.
+type CountingStore interface {
+	content.Store
+	// Written is the number of bytes written through the store's writers.
+	Written() int64
+}
+
+// LeasedStore wraps s so that every call carries namespace ns and lease,
+// and counts what is written through it.
+func LeasedStore(s content.Store, ns, lease string) CountingStore {
 	return &leasedStore{Store: s, ns: ns, lease: lease}
 }
+
+func (s *leasedStore) Written() int64 { return s.written.Load() }
 
 func (s *leasedStore) ctx(ctx context.Context) context.Context {
 	// The session hands over contexts that carry buildkitd's own gRPC
@@ -86,7 +98,7 @@ func (s *leasedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (co
 	if err != nil {
 		return nil, err
 	}
-	return newBufferedWriter(w), nil
+	return newBufferedWriter(w, &s.written), nil
 }
 
 // writeBuffer is how much a blob write gathers before it goes to containerd:
@@ -98,14 +110,19 @@ const writeBuffer = 4 << 20
 // bufferedWriter gathers writes into large ones; every other call flushes first.
 type bufferedWriter struct {
 	content.Writer
-	buf *bufio.Writer
+	buf     *bufio.Writer
+	written *atomic.Int64
 }
 
-func newBufferedWriter(w content.Writer) *bufferedWriter {
-	return &bufferedWriter{Writer: w, buf: bufio.NewWriterSize(w, writeBuffer)}
+func newBufferedWriter(w content.Writer, written *atomic.Int64) *bufferedWriter {
+	return &bufferedWriter{Writer: w, buf: bufio.NewWriterSize(w, writeBuffer), written: written}
 }
 
-func (w *bufferedWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (w *bufferedWriter) Write(p []byte) (int, error) {
+	n, err := w.buf.Write(p)
+	w.written.Add(int64(n))
+	return n, err
+}
 
 func (w *bufferedWriter) Digest() digest.Digest {
 	_ = w.buf.Flush()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/commit-frontend/commit-frontend/commit"
@@ -126,6 +127,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		if dt, err := json.Marshal(res.ChangeSet); err == nil {
 			md["commit-frontend.changeset"] = base64.StdEncoding.EncodeToString(dt)
 		}
+		md["commit-frontend.exported-bytes"] = strconv.FormatInt(res.Exported, 10)
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
 		}
