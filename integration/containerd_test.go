@@ -129,8 +129,14 @@ func (ct *container) snapshotTree(t *testing.T, snapshotter string) map[string]s
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mountedTree(t, mounts)
+}
+
+// mountedTree mounts mounts read-only and summarises the tree.
+func mountedTree(t *testing.T, mounts []mount.Mount) map[string]string {
+	t.Helper()
 	var tree map[string]string
-	if err := mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+	if err := mount.WithReadonlyTempMount(context.Background(), mounts, func(root string) error {
 		tree = summarise(t, root)
 		return nil
 	}); err != nil {
@@ -159,14 +165,7 @@ func imageTree(t *testing.T, c *containerd.Client, name, snapshotter string) map
 		t.Fatal(err)
 	}
 	defer sn.Remove(ctx, key)
-	var tree map[string]string
-	if err := mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
-		tree = summarise(t, root)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return tree
+	return mountedTree(t, mounts)
 }
 
 func imageConfig(t *testing.T, c *containerd.Client, img images.Image) ocispecs.Image {

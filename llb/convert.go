@@ -333,7 +333,7 @@ func convertCommit(ctx context.Context, st *stageState, c *commitfile.CommitComm
 		message = opt.Message
 	}
 	entry := imageconfig.Entry{
-		CreatedBy: CommitCreatedBy(c, cfg.Image),
+		CreatedBy: CommitCreatedBy(c),
 		Author:    author,
 		Comment:   message,
 		Created:   epoch,
@@ -355,7 +355,7 @@ func convertCommit(ctx context.Context, st *stageState, c *commitfile.CommitComm
 
 // CommitCreatedBy is the created_by of a COMMIT history entry: the
 // instruction itself unless a caller (the commit command) set it.
-func CommitCreatedBy(c *commitfile.CommitCommand, _ *dockerspec.DockerOCIImage) string {
+func CommitCreatedBy(c *commitfile.CommitCommand) string {
 	if c.CreatedBy != "" {
 		return c.CreatedBy
 	}
@@ -366,11 +366,6 @@ func CommitCreatedBy(c *commitfile.CommitCommand, _ *dockerspec.DockerOCIImage) 
 // deletions and replaced directories first, then the tar extracted at /.
 func ChangeSetAction(src *CommitSource) *bkllb.FileAction {
 	var fa *bkllb.FileAction
-	add := func(a *bkllb.FileAction) {
-		if fa == nil {
-			fa = a
-		}
-	}
 	rm := func(p string) {
 		info := &bkllb.RmInfo{AllowNotFound: true}
 		if pat, ok := wildcardFor(p); ok {
@@ -378,7 +373,7 @@ func ChangeSetAction(src *CommitSource) *bkllb.FileAction {
 			info.AllowWildcard = true
 		}
 		if fa == nil {
-			add(bkllb.Rm(p, info))
+			fa = bkllb.Rm(p, info)
 		} else {
 			fa = fa.Rm(p, info)
 		}
