@@ -20,6 +20,7 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 )
 
@@ -223,6 +224,10 @@ func TestRepeatedCommits(t *testing.T) {
 	}
 	defer bk.Close()
 	count := func() (snaps, blobs int) {
+		// Collect first: content and snapshots left unreferenced by
+		// earlier work would otherwise vanish at a moment of the
+		// garbage collector's choosing, in the middle of the count.
+		collectGarbage(t, ct)
 		_ = ct.c.SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { snaps++; return nil })
 		_ = ct.c.ContentStore().Walk(ctx, func(content.Info) error { blobs++; return nil })
 		return
@@ -272,6 +277,21 @@ func TestRepeatedCommits(t *testing.T) {
 	out, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", fmt.Sprintf("example.com/load:%d", n-1), "load-check", "cat", "/counter")
 	if err != nil || out != strconv.Itoa(n-1) {
 		t.Errorf("last image: %q %v", out, err)
+	}
+}
+
+// collectGarbage runs containerd's garbage collector now and waits for it:
+// deleting a lease synchronously does that.
+func collectGarbage(t *testing.T, ct *container) {
+	t.Helper()
+	ctx := context.Background()
+	ls := ct.c.LeasesService()
+	l, err := ls.Create(ctx, leases.WithRandomID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil {
+		t.Fatal(err)
 	}
 }
 
