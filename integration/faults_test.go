@@ -360,11 +360,12 @@ func lastLines(s string, n int) string {
 
 // TestCommitWhileChanging commits, without --pause, a container that keeps
 // rewriting files: every commit either succeeds with a layer whose files are
-// whole, or fails with a message naming what changed.
+// whole, or fails with a message naming what changed. The container replaces
+// its files by rename, so every state it ever had holds whole files.
 func TestCommitWhileChanging(t *testing.T) {
 	const ns = "default"
 	ct := startContainer(t, ns, "overlayfs", "changing",
-		`touch /ready; i=0; while true; do i=$((i+1)); head -c $(( (i % 50) * 1000 + 1 )) /dev/zero > /busy.tmp; mv /busy.tmp /busy; echo $i > /count; done`, false)
+		`touch /ready; i=0; while true; do i=$((i+1)); head -c $(( (i % 50) * 1000 + 1 )) /dev/zero > /busy.tmp; mv /busy.tmp /busy; echo $i > /count.tmp; mv /count.tmp /count; done`, false)
 	for i := 0; i < 5; i++ {
 		ref := fmt.Sprintf("example.com/changing:%d", i)
 		r := run(t, "", env.cli, append([]string{"commit"}, append(ctrArgs(ns), "--pause=false", "changing", ref)...)...)
