@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -392,5 +394,87 @@ func TestCommitWhileChanging(t *testing.T) {
 	}
 	if st := ct.status(t); st != containerd.Running {
 		t.Errorf("container %s", st)
+	}
+}
+
+// cutProxy forwards a unix socket to buildkitd's socket and can cut every
+// connection through it at once, as a network that drops would.
+type cutProxy struct {
+	addr  string
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "bk.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: "unix://" + sock, ln: ln}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("unix", strings.TrimPrefix(target, "unix://"))
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes every connection open through the proxy; new ones still work.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestFaultConnectionDropped cuts the connection between the client and
+// buildkitd in the middle of a commit: the command fails saying so, the
+// container is running, nothing was written, and a retry succeeds.
+func TestFaultConnectionDropped(t *testing.T) {
+	const ns = "default"
+	proxy := startCutProxy(t, env.bk.Addr)
+	ct := startContainer(t, ns, "overlayfs", "conn-dropped", bigChange, false)
+	ref := "example.com/conn-dropped:1"
+	cmd, _, stderr := startCommit(t, append(ctrArgs(ns), "--addr", proxy.addr, "conn-dropped", ref)...)
+	waitForOutput(t, stderr, "COMMIT rootfs")
+	proxy.cut()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("the commit succeeded with its connection cut:\n%s", stderr)
+		}
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the commit hung after its connection was cut:\n%s", stderr)
+	}
+	if !strings.Contains(stderr.String(), "commit-frontend: committing through buildkitd") {
+		t.Errorf("stderr does not say the connection to buildkitd failed:\n%s", stderr)
+	}
+	checkNothingLeft(t, ct, ref)
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", proxy.addr, "conn-dropped", ref)...)...)
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "conn-dropped-run", "wc", "-c", "/big")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "200000000") {
+		t.Errorf("run of the retried commit: %q %v", out, err)
 	}
 }
