@@ -38,6 +38,8 @@ var env struct {
 	bk    *testenv.Buildkitd
 	cli   string
 	bases map[string]string // rootfs size → image name
+	// podman is the second peer, nil when podman is not installed.
+	podman *podman
 }
 
 const ns = "bench"
@@ -64,6 +66,12 @@ func setup(m *testing.M) (int, error) {
 	env.dir = dir
 	if !*keep {
 		defer os.RemoveAll(dir)
+	}
+	if env.podman = newPodman(dir); env.podman != nil {
+		// Its overlay mounts live under dir: unmount them before it goes.
+		defer func() { _, _ = env.podman.run(ctx, "system", "reset", "-f") }()
+	} else {
+		fmt.Fprintln(os.Stderr, "podman is not installed: the podman peer is left out")
 	}
 	if env.ctrd, err = testenv.StartContainerd(ctx, dir); err != nil {
 		return 1, err
@@ -140,6 +148,11 @@ func baseImage(ctx context.Context, bk *client.Client, size string) (string, err
 	if _, err := env.ctrd.Ctr(ctx, ns, "images", "import", "--index-name", name, tar); err != nil {
 		return "", err
 	}
+	if env.podman != nil {
+		if err := env.podman.load(ctx, tar, name); err != nil {
+			return "", err
+		}
+	}
 	os.Remove(tar)
 	fmt.Fprintf(os.Stderr, "base image %s: %d files of %d bytes, ready in %s\n", name, files, fileSize, time.Since(start).Round(time.Second))
 	return name, nil
@@ -203,7 +216,11 @@ func BenchmarkCommit(b *testing.B) {
 		for _, ch := range changes {
 			for _, comp := range []string{"gzip", "zstd", "uncompressed"} {
 				for _, cache := range []string{"warm", "cold"} {
-					for _, impl := range []string{"commit-frontend", "containerd-native"} {
+					impls := []string{"commit-frontend", "containerd-native"}
+					if comp == "uncompressed" && env.podman != nil {
+						impls = append(impls, "podman")
+					}
+					for _, impl := range impls {
 						name := fmt.Sprintf("rootfs=%s/change=%s/compression=%s/cache=%s/impl=%s", size, ch.name, comp, cache, impl)
 						b.Run(name, func(b *testing.B) { benchCell(b, env.bases[size], ch, comp, cache == "cold", impl) })
 					}
@@ -215,6 +232,15 @@ func BenchmarkCommit(b *testing.B) {
 
 func benchCell(b *testing.B, base string, ch change, compression string, cold bool, impl string) {
 	ctx := context.Background()
+	if impl == "podman" {
+		b.StopTimer()
+		var cpu time.Duration
+		for i := 0; i < b.N; i++ {
+			cpu += benchPodman(b, base, ch, cold)
+		}
+		b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+		return
+	}
 	cc, err := containerd.New(env.ctrd.Addr, containerd.WithDefaultNamespace(ns))
 	if err != nil {
 		b.Fatal(err)
@@ -250,10 +276,7 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			b.Fatal(err)
 		}
 		if cold {
-			_ = exec.Command("sync").Run()
-			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
-				b.Fatal(err)
-			}
+			dropCaches(b)
 		}
 		ref := "docker.io/bench/out:" + id
 		daemons0 := daemonCPU()
@@ -302,6 +325,13 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		b.ReportMetric(float64(sent)/n/(1<<20), "sent-MiB/op")
 	}
 	b.ReportMetric(float64(peakRSS(env.bk.Cmd.Process.Pid))/(1<<20), "buildkitd-peakrss-MiB")
+}
+
+func dropCaches(b *testing.B) {
+	_ = exec.Command("sync").Run()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func pidRoot(b *testing.B, cc *containerd.Client, id string) string {

@@ -1,6 +1,7 @@
 // Command benchtable reads `go test -bench BenchmarkCommit` output and prints
 // a markdown table that pairs each cell's commit-frontend and
-// containerd-native results, with their ratio.
+// containerd-native results, with their ratio, and podman's where the run
+// had it.
 package main
 
 import (
@@ -42,8 +43,8 @@ func main() {
 		cells[cell][impl] = r
 	}
 	sort.SliceStable(order, func(i, j int) bool { return false })
-	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | containerd-native s | speed-up (native / ours) | CPU s ours / native | client peak RSS MiB | sent MiB | buildkitd peak RSS MiB |")
-	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | containerd-native s | speed-up (native / ours) | CPU s ours / native | client peak RSS MiB | sent MiB | buildkitd peak RSS MiB | podman s | podman / ours |")
+	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, cell := range order {
 		parts := map[string]string{}
 		for _, kv := range strings.Split(cell, "/") {
@@ -52,15 +53,21 @@ func main() {
 		}
 		ours, native := cells[cell]["commit-frontend"], cells[cell]["containerd-native"]
 		o, n := ours["ns/op"]/1e9, native["ns/op"]/1e9
-		ratio := "-"
-		if o > 0 && n > 0 {
-			ratio = fmt.Sprintf("%.2f×", n/o)
-		}
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |\n",
+		pm := cells[cell]["podman"]["ns/op"] / 1e9
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
-			num(o), num(n), ratio, num(ours["cpu-s/op"]), num(native["cpu-s/op"]),
-			num(ours["client-maxrss-MiB"]), num(ours["sent-MiB/op"]), num(ours["buildkitd-peakrss-MiB"]))
+			num(o), num(n), ratio(n, o), num(ours["cpu-s/op"]), num(native["cpu-s/op"]),
+			num(ours["client-maxrss-MiB"]), num(ours["sent-MiB/op"]), num(ours["buildkitd-peakrss-MiB"]),
+			num(pm), ratio(pm, o))
 	}
+}
+
+// ratio is how many times faster ours is than theirs, or "-".
+func ratio(theirs, ours float64) string {
+	if theirs <= 0 || ours <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", theirs/ours)
 }
 
 func num(v float64) string {
