@@ -30,6 +30,7 @@ import (
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/worker/label"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
@@ -205,7 +206,30 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 
 	so.Exports = j.outputs
 	toStore := len(so.Exports) == 0
+	// When buildkitd's containerd worker works in this very containerd
+	// and namespace, BuildKit's own image exporter writes the image where
+	// it belongs: no blob crosses the session and the new layer is already
+	// a snapshot there. Otherwise the OCI export streams the new blobs
+	// into containerd's content store through the session.
+	direct := false
 	if toStore {
+		direct, err = sharesContainerd(ctx, cc, j.bk, j.ns, tg.snapshotter)
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case direct:
+		attrs := map[string]string{
+			string(exptypes.OptKeyUnpack): "true", string(exptypes.OptKeyOCITypes): "true",
+		}
+		if j.name != "" {
+			attrs[string(exptypes.OptKeyName)] = j.name
+		} else {
+			attrs[string(exptypes.OptKeyDanglingPrefix)] = danglingPrefix
+		}
+		so.Exports = []bkclient.ExportEntry{{Type: bkclient.ExporterImage, Attrs: attrs}}
+	case toStore:
 		so.Exports = []bkclient.ExportEntry{{
 			Type:        bkclient.ExporterOCI,
 			Attrs:       map[string]string{"tar": "false", "oci-mediatypes": "true"},
@@ -244,9 +268,17 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 	res.Manifest = desc
 	res.Exported = store.Written()
+	if direct {
+		// BuildKit wrote the record, labels and snapshots itself.
+		res.Name = resp.ExporterResponse[exptypes.ExporterImageNameKey]
+		if _, err := cc.ImageService().Get(lctx, res.Name); err != nil {
+			return nil, errors.Wrapf(err, "the image buildkitd's containerd worker wrote (%q)", res.Name)
+		}
+		return res, nil
+	}
 	name := j.name
 	if name == "" {
-		name = "moby-dangling@" + desc.Digest.String()
+		name = danglingPrefix + "@" + desc.Digest.String()
 	}
 	if err := exporter.Store(lctx, cc, exporter.StoreOpt{
 		Name:        name,
@@ -258,6 +290,32 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 	res.Name = name
 	return res, nil
+}
+
+// danglingPrefix names an image committed without a repository, as docker's
+// containerd image store names them.
+const danglingPrefix = "moby-dangling"
+
+// sharesContainerd tells whether buildkitd's default worker is a containerd
+// worker on the containerd cc talks to, in namespace ns, with the
+// snapshotter the container uses.
+func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.Client, ns, snapshotter string) (bool, error) {
+	ws, err := bk.ListWorkers(ctx)
+	if err != nil {
+		return false, errors.Wrap(err, "listing buildkitd's workers")
+	}
+	if len(ws) == 0 {
+		return false, errors.New("buildkitd has no workers")
+	}
+	l := ws[0].Labels
+	if l[label.Executor] != "containerd" || l[label.ContainerdNamespace] != ns || l[label.Snapshotter] != snapshotter {
+		return false, nil
+	}
+	srv, err := cc.Server(ctx)
+	if err != nil {
+		return false, errors.Wrap(err, "asking containerd for its UUID")
+	}
+	return srv.UUID != "" && l[label.ContainerdUUID] == srv.UUID, nil
 }
 
 // resolve reads the container record (or the overrides) and its image.

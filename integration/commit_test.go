@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 )
@@ -236,4 +237,69 @@ func TestCommitContainerdWorker(t *testing.T) {
 		t.Errorf("run of the committed image: %q %v", out, err)
 	}
 	diffTrees(t, "image vs container (containerd worker)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
+}
+
+// TestCommitContainerdWorkerSameNamespace commits through a buildkitd whose
+// containerd worker works in the container's own containerd and namespace,
+// as docker's does: BuildKit's image exporter writes the image in place, so
+// no blob crosses the session, and the image is whole, labelled against the
+// garbage collector, unpacked and runnable.
+func TestCommitContainerdWorkerSameNamespace(t *testing.T) {
+	const ns = "moby"
+	bk, err := testenv.StartBuildkitd(context.Background(), env.dir, testenv.BuildkitdOpt{
+		Name: "buildkitd-moby", ContainerdAddr: env.ctrd.Addr, ContainerdNamespace: ns,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Stop()
+	ct := startContainer(t, ns, "overlayfs", "same-ns", "echo worker > /w; rm /etc/motd; touch /ready; exec sleep 3600", false)
+	hostileChanges(t, ct.root(t))
+	ref := "example.com/same-ns:1"
+	md := filepath.Join(t.TempDir(), "md.json")
+	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", bk.Addr, "--metadata-file", md,
+		"-m", "in place", "-c", `CMD ["cat", "/w"]`, "same-ns", ref)...)...)
+	var meta map[string]any
+	dt, _ := os.ReadFile(md)
+	if err := json.Unmarshal(dt, &meta); err != nil || meta["commit-frontend.exported-bytes"] != "0" {
+		t.Errorf("bytes written through the session, want none: %v (%s)", meta["commit-frontend.exported-bytes"], dt)
+	}
+	c := ct.c
+	img := mustImage(t, c, ref)
+	m := imageManifest(t, c, img)
+	if id := strings.TrimSpace(r.stdout); m.Config.Digest.String() != id {
+		t.Errorf("printed ID %q is not the image's config %s", id, m.Config.Digest)
+	}
+	base := baseImage(t)
+	if len(m.Layers) != len(base.Manifest.Layers)+1 || m.Layers[0].Digest != base.Manifest.Layers[0].Digest {
+		t.Errorf("layers %v, want the base's and one more", m.Layers)
+	}
+	cfg := imageConfig(t, c, img)
+	if h := cfg.History[len(cfg.History)-2]; h.EmptyLayer || h.Comment != "in place" {
+		t.Errorf("commit history entry: %+v", h)
+	}
+	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, ref, "overlayfs"))
+	// Whatever the garbage collector takes now was not the image's.
+	collectGarbage(t, ct)
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "same-ns-run")
+	if err != nil || out != "worker\n" {
+		t.Errorf("run of the committed image after a GC: %q %v", out, err)
+	}
+
+	// Without a repository the image is dangling, named as docker names it.
+	r = cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", bk.Addr, "same-ns")...)...)
+	id := strings.TrimSpace(r.stdout)
+	imgs, err := c.ImageService().List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, i := range imgs {
+		if strings.HasPrefix(i.Name, "moby-dangling@sha256:") && imageManifest(t, c, i).Config.Digest.String() == id {
+			found = i.Name == "moby-dangling@"+i.Target.Digest.String()
+		}
+	}
+	if !found {
+		t.Errorf("no dangling image moby-dangling@<manifest digest> with config %s", id)
+	}
 }
