@@ -30,14 +30,18 @@ import (
 var (
 	rootfsSizes = flag.String("bench.rootfs", "50MB,2GB", "rootfs sizes to set up: 50MB (500 files), 2GB (50k files)")
 	keep        = flag.Bool("bench.keep", false, "keep the daemons' directory")
+	ctrdWorker  = flag.Bool("bench.containerd-worker", false, "also commit through a buildkitd whose containerd worker shares the containerd and namespace (impl=commit-frontend-ctrd-worker)")
 )
 
 var env struct {
-	dir   string
-	ctrd  *testenv.Containerd
-	bk    *testenv.Buildkitd
-	cli   string
-	bases map[string]string // rootfs size → image name
+	dir  string
+	ctrd *testenv.Containerd
+	bk   *testenv.Buildkitd
+	// bkCtrd has the containerd worker in the benchmark's namespace, nil
+	// without -bench.containerd-worker.
+	bkCtrd *testenv.Buildkitd
+	cli    string
+	bases  map[string]string // rootfs size → image name
 	// podman is the second peer, nil when podman is not installed.
 	podman *podman
 }
@@ -81,6 +85,15 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer env.bk.Stop()
+	if *ctrdWorker {
+		env.bkCtrd, err = testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{
+			Name: "buildkitd-containerd", ContainerdAddr: env.ctrd.Addr, ContainerdNamespace: ns,
+		})
+		if err != nil {
+			return 1, err
+		}
+		defer env.bkCtrd.Stop()
+	}
 	env.cli = filepath.Join(dir, "commit-frontend")
 	_, file, _, _ := runtime.Caller(0)
 	build := exec.Command("go", "build", "-o", env.cli, "./cmd/commit-frontend")
@@ -217,6 +230,9 @@ func BenchmarkCommit(b *testing.B) {
 			for _, comp := range []string{"gzip", "zstd", "uncompressed"} {
 				for _, cache := range []string{"warm", "cold"} {
 					impls := []string{"commit-frontend", "containerd-native"}
+					if env.bkCtrd != nil {
+						impls = append(impls, "commit-frontend-ctrd-worker")
+					}
 					if comp == "uncompressed" && env.podman != nil {
 						impls = append(impls, "podman")
 					}
@@ -282,9 +298,13 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		daemons0 := daemonCPU()
 		b.StartTimer()
 		switch impl {
-		case "commit-frontend":
+		case "commit-frontend", "commit-frontend-ctrd-worker":
+			addr := env.bk.Addr
+			if impl == "commit-frontend-ctrd-worker" {
+				addr = env.bkCtrd.Addr
+			}
 			md := filepath.Join(env.dir, id+".json")
-			cmd := exec.Command(env.cli, "commit", "--address", env.ctrd.Addr, "-n", ns, "--addr", env.bk.Addr,
+			cmd := exec.Command(env.cli, "commit", "--address", env.ctrd.Addr, "-n", ns, "--addr", addr,
 				"--compression", compression, "--metadata-file", md, id, ref)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.Fatalf("%v: %s", err, out)
@@ -313,6 +333,11 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		// stays and the timed commits never pull it again.
 		if err := bk.Prune(ctx, nil, client.WithKeepOpt(0, 0, 6<<30, 0)); err != nil {
 			b.Fatal(err)
+		}
+		if env.bkCtrd != nil {
+			if err := pruneBuildkitd(ctx, env.bkCtrd.Addr); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	n := float64(b.N)
@@ -369,10 +394,23 @@ func changeSetSize(b *testing.B, md string) int64 {
 	return cs.TarSize
 }
 
-// daemonCPU is the CPU time buildkitd and containerd (with its shims' parent)
-// have used so far.
+func pruneBuildkitd(ctx context.Context, addr string) error {
+	c, err := solve.Connect(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Prune(ctx, nil, client.WithKeepOpt(0, 0, 6<<30, 0))
+}
+
+// daemonCPU is the CPU time the buildkitds and containerd (with its shims'
+// parent) have used so far.
 func daemonCPU() time.Duration {
-	return procCPU(env.bk.Cmd.Process.Pid) + procCPU(env.ctrd.Cmd.Process.Pid)
+	d := procCPU(env.bk.Cmd.Process.Pid) + procCPU(env.ctrd.Cmd.Process.Pid)
+	if env.bkCtrd != nil {
+		d += procCPU(env.bkCtrd.Cmd.Process.Pid)
+	}
+	return d
 }
 
 func procCPU(pid int) time.Duration {

@@ -6,6 +6,7 @@
 #
 #   bash hack/bench.sh                       # the full matrix, 3 runs a cell
 #   BENCH='BenchmarkCommit/rootfs=50MB/change=1KiB' ROOTFS=50MB BENCHTIME=1x bash hack/bench.sh  # a subset
+#   BENCH_ARGS=-bench.containerd-worker bash hack/bench.sh  # also through buildkitd's containerd worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CF_BIN=$(bash hack/install-deps.sh | tail -n 1)
@@ -17,5 +18,5 @@ if ! command -v podman >/dev/null; then
 fi
 out=${BENCH_OUT:-bench-results.txt}
 go test -run '^$' -bench "${BENCH:-BenchmarkCommit}" -benchtime "${BENCHTIME:-3x}" -timeout 6h \
-  ./bench -args -bench.rootfs "${ROOTFS:-50MB,2GB}" 2>&1 | grep --line-buffered -v 'cgroup v1\|fsverity' | tee "$out"
+  ./bench -args -bench.rootfs "${ROOTFS:-50MB,2GB}" ${BENCH_ARGS:-} 2>&1 | grep --line-buffered -v 'cgroup v1\|fsverity' | tee "$out"
 go run ./hack/benchtable < "$out"

@@ -43,8 +43,8 @@ func main() {
 		cells[cell][impl] = r
 	}
 	sort.SliceStable(order, func(i, j int) bool { return false })
-	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | containerd-native s | speed-up (native / ours) | CPU s ours / native | client peak RSS MiB | sent MiB | buildkitd peak RSS MiB | podman s | podman / ours |")
-	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | containerd-native s | speed-up (native / ours) | CPU s ours / native | client peak RSS MiB | sent MiB | buildkitd peak RSS MiB |")
+	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, cell := range order {
 		parts := map[string]string{}
 		for _, kv := range strings.Split(cell, "/") {
@@ -53,12 +53,48 @@ func main() {
 		}
 		ours, native := cells[cell]["commit-frontend"], cells[cell]["containerd-native"]
 		o, n := ours["ns/op"]/1e9, native["ns/op"]/1e9
-		pm := cells[cell]["podman"]["ns/op"] / 1e9
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |\n",
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
 			num(o), num(n), ratio(n, o), num(ours["cpu-s/op"]), num(native["cpu-s/op"]),
-			num(ours["client-maxrss-MiB"]), num(ours["sent-MiB/op"]), num(ours["buildkitd-peakrss-MiB"]),
-			num(pm), ratio(pm, o))
+			num(ours["client-maxrss-MiB"]), num(ours["sent-MiB/op"]), num(ours["buildkitd-peakrss-MiB"]))
+	}
+	peersTable(cells, order)
+}
+
+// peers are the implementations beyond the main pair, in column order.
+var peers = []string{"commit-frontend-ctrd-worker", "podman"}
+
+// peersTable prints, for the cells that had a peer, every implementation's
+// wall time and how many times faster commit-frontend is than it.
+func peersTable(cells map[string]map[string]result, order []string) {
+	var rows []string
+	for _, cell := range order {
+		has := false
+		for _, p := range peers {
+			_, ok := cells[cell][p]
+			has = has || ok
+		}
+		if has {
+			rows = append(rows, cell)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Println()
+	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | commit-frontend, containerd worker s | containerd-native s | podman s | podman / commit-frontend | podman / containerd worker |")
+	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, cell := range rows {
+		parts := map[string]string{}
+		for _, kv := range strings.Split(cell, "/") {
+			k, v, _ := strings.Cut(kv, "=")
+			parts[k] = v
+		}
+		t := func(impl string) float64 { return cells[cell][impl]["ns/op"] / 1e9 }
+		o, w, n, p := t("commit-frontend"), t("commit-frontend-ctrd-worker"), t("containerd-native"), t("podman")
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
+			num(o), num(w), num(n), num(p), ratio(p, o), ratio(p, w))
 	}
 }
 
