@@ -26,7 +26,7 @@ var (
 // deletion, and a directory marked opaque replaces the one below. The cost
 // follows the size of the change, not of the whole filesystem.
 func FromUpperdir(ctx context.Context, upper string, w *Writer) error {
-	return filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+	return explainTooLong(filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return errors.Wrap(err, "reading the upper directory")
 		}
@@ -64,7 +64,21 @@ func FromUpperdir(ctx context.Context, upper string, w *Writer) error {
 			}
 		}
 		return w.AddPath(upper, rel)
-	})
+	}))
+}
+
+// explainTooLong says what a "file name too long" from the walk means: the
+// container made a path deeper than a path can be named from the host.
+func explainTooLong(err error) error {
+	var pe *fs.PathError
+	if !errors.Is(err, syscall.ENAMETOOLONG) || !errors.As(err, &pe) {
+		return err
+	}
+	p := pe.Path
+	if len(p) > 120 {
+		p = p[:60] + "..." + p[len(p)-60:]
+	}
+	return errors.Errorf("the container holds a path longer than the kernel lets a path be named (PATH_MAX, %d bytes), which cannot be committed: %s (%d bytes)", unix.PathMax, p, len(pe.Path))
 }
 
 // FromDiff writes the change set between two mounted trees with a walking
@@ -86,7 +100,7 @@ func FromDiff(ctx context.Context, lower, upper string, w *Writer) error {
 		}
 		return nil
 	}
-	return cfs.Changes(ctx, lower, upper, func(kind cfs.ChangeKind, p string, fi os.FileInfo, err error) error {
+	return explainTooLong(cfs.Changes(ctx, lower, upper, func(kind cfs.ChangeKind, p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
@@ -107,7 +121,7 @@ func FromDiff(ctx context.Context, lower, upper string, w *Writer) error {
 			added[rel] = true
 		}
 		return w.AddPath(upper, rel)
-	})
+	}))
 }
 
 // Sync flushes the filesystem holding p to disk.

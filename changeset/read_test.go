@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +145,37 @@ func TestTarOverhead(t *testing.T) {
 	must(t, err)
 	if m.Bytes != 512*1000 || m.TarSize > 2*m.Bytes+10240 {
 		t.Errorf("%d bytes of content took a %d-byte tar", m.Bytes, m.TarSize)
+	}
+}
+
+// TestPathTooLong: a container can make a tree deeper than a path can be
+// named from the host; reading it fails with a message that says so.
+func TestPathTooLong(t *testing.T) {
+	upper := t.TempDir()
+	fd, err := unix.Open(upper, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := string(bytes.Repeat([]byte("d"), 200))
+	for i := 0; i < 25; i++ { // 25 × 201 bytes > 4096
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, name, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	w, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	err = FromUpperdir(context.Background(), upper, w)
+	if err == nil || !strings.Contains(err.Error(), "longer than the kernel lets a path be named (PATH_MAX, 4096 bytes)") {
+		t.Errorf("error: %v", err)
 	}
 }
