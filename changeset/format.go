@@ -15,6 +15,9 @@ package changeset
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/pkg/errors"
 )
@@ -95,4 +98,67 @@ func ParseWhiteouts(dt []byte) (deleted, opaque []string, err error) {
 		}
 	}
 	return deleted, opaque, nil
+}
+
+// PathPattern returns the pattern that stands for a path that is not valid
+// UTF-8 where only UTF-8 can travel (LLB carries paths as protobuf
+// strings): every byte that is not UTF-8 becomes a one-character wildcard,
+// and the pattern's own special characters are escaped. A valid path is
+// returned as it is, with false.
+func PathPattern(p string) (string, bool) {
+	if utf8.ValidString(p) {
+		return p, false
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		r, size := utf8.DecodeRuneInString(p[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			b.WriteByte('?')
+		case r == '*' || r == '?' || r == '[' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteString(p[i : i+size])
+		}
+		i += size
+	}
+	return b.String(), true
+}
+
+// CheckPatterns checks, for every deletion and replaced directory whose path
+// is not UTF-8, that its pattern matches nothing else in root, the
+// container's filesystem as it is now: a pattern that also matched a file the
+// container kept would remove that file from the image. It names the first
+// such path and what its pattern would also remove.
+func CheckPatterns(root string, deleted, opaque []string) error {
+	check := func(p string) error {
+		pat, ok := PathPattern(p)
+		if !ok {
+			return nil
+		}
+		matches, err := filepath.Glob(filepath.Join(root, pat))
+		if err != nil {
+			return errors.Wrapf(err, "pattern for %q", p)
+		}
+		for _, m := range matches {
+			rel, _ := filepath.Rel(root, m)
+			if rel != strings.Trim(p, "/") {
+				return errors.Errorf("cannot commit the removal of %q: its name is not UTF-8, and the pattern BuildKit would remove it by (%s) also matches %q, which the container kept",
+					"/"+strings.Trim(p, "/"), "/"+strings.Trim(pat, "/"), "/"+rel)
+			}
+		}
+		return nil
+	}
+	for _, p := range deleted {
+		if err := check(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range opaque {
+		if err := check(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

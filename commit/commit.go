@@ -10,9 +10,11 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
 	"github.com/commit-frontend/commit-frontend/exporter"
@@ -427,7 +429,36 @@ func readChanges(ctx context.Context, j *job, dir string) (_ *changeset.Manifest
 		w.Abort()
 		return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
 	}
-	return w.Close()
+	m, err := w.Close()
+	if err != nil || m.Whiteouts == 0 {
+		return m, err
+	}
+	return m, checkPatterns(ctx, dir, mounts, j.container)
+}
+
+// checkPatterns refuses a change set whose removals of paths that are not
+// UTF-8 would also remove files the container kept (changeset.CheckPatterns),
+// looking at the container's filesystem through a read-only mount.
+func checkPatterns(ctx context.Context, dir string, mounts []mount.Mount, container string) error {
+	dt, err := os.ReadFile(filepath.Join(dir, changeset.WhiteoutFile))
+	if err != nil {
+		return err
+	}
+	deleted, opaque, err := changeset.ParseWhiteouts(dt)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(slices.Concat(deleted, opaque), func(p string) bool { return !utf8.ValidString(p) }) {
+		return nil
+	}
+	var bad error
+	if err := mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+		bad = changeset.CheckPatterns(root, deleted, opaque)
+		return nil
+	}); err != nil {
+		return errors.Wrapf(err, "mounting container %s to check its removals", container)
+	}
+	return errors.Wrapf(bad, "container %s", container)
 }
 
 // upperdir returns the upper directory of an overlay mount.

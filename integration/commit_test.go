@@ -303,3 +303,41 @@ func TestCommitContainerdWorkerSameNamespace(t *testing.T) {
 		t.Errorf("no dangling image moby-dangling@<manifest digest> with config %s", id)
 	}
 }
+
+// TestCommitNonUTF8Removal commits removals of files whose names are not
+// UTF-8. BuildKit's file operations take such a path as a pattern: a removal
+// whose pattern matches nothing the container kept is committed faithfully;
+// one whose pattern would also remove a kept file is refused, naming both,
+// and leaves the container running and no image.
+func TestCommitNonUTF8Removal(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "nonutf8-base",
+		`mkdir /n && touch "$(printf '/n/a\377b')" /n/axb "$(printf '/n/c\376d')"; touch /ready; exec sleep 3600`, false)
+	// The base must not carry the marker the next containers signal with.
+	if err := os.Remove(filepath.Join(ct.root(t), "ready")); err != nil {
+		t.Fatal(err)
+	}
+	base := "example.com/nonutf8:base"
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), ct.id, base)...)...)
+
+	ok := startContainerFrom(t, ns, "overlayfs", base, "nonutf8-ok",
+		`rm "$(printf '/n/c\376d')"; touch /ready; exec sleep 3600`, false)
+	ref := "example.com/nonutf8:ok"
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), ok.id, ref)...)...)
+	got := imageTree(t, ok.c, ref, "overlayfs")
+	for name, want := range map[string]bool{"n/a\377b": true, "n/axb": true, "n/c\376d": false} {
+		if _, has := got[name]; has != want {
+			t.Errorf("image %s has %q: %v, want %v", ref, name, has, want)
+		}
+	}
+	diffTrees(t, "image vs container", ok.snapshotTree(t, "overlayfs"), got)
+
+	bad := startContainerFrom(t, ns, "overlayfs", base, "nonutf8-bad",
+		`rm "$(printf '/n/a\377b')"; touch /ready; exec sleep 3600`, false)
+	badRef := "example.com/nonutf8:bad"
+	r := cfFail(t, "", append([]string{"commit"}, append(ctrArgs(ns), bad.id, badRef)...)...)
+	if !strings.Contains(r.stderr, `cannot commit the removal of "/n/a\xffb"`) || !strings.Contains(r.stderr, `"/n/axb"`) {
+		t.Errorf("error does not name the removal and the file it would also remove:\n%s", r.stderr)
+	}
+	checkNothingLeft(t, bad, badRef)
+}

@@ -58,8 +58,14 @@ type container struct {
 // for the task to exit (a stopped container), else it leaves it running.
 func startContainer(t *testing.T, ns, snapshotter, id, script string, wait bool) *container {
 	t.Helper()
+	return startContainerFrom(t, ns, snapshotter, baseName, id, script, wait)
+}
+
+// startContainerFrom is startContainer on another image of the namespace.
+func startContainerFrom(t *testing.T, ns, snapshotter, image, id, script string, wait bool) *container {
+	t.Helper()
 	c := ctrd(t, ns)
-	args := []string{"run", "-d", "--snapshotter", snapshotter, baseName, id, "sh", "-c", script}
+	args := []string{"run", "-d", "--snapshotter", snapshotter, image, id, "sh", "-c", script}
 	if _, err := env.ctrd.Ctr(context.Background(), ns, args...); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/commit-frontend/commit-frontend/changeset"
 	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
 	"github.com/containerd/platforms"
@@ -368,7 +368,7 @@ func ChangeSetAction(src *CommitSource) *bkllb.FileAction {
 	var fa *bkllb.FileAction
 	rm := func(p string) {
 		info := &bkllb.RmInfo{AllowNotFound: true}
-		if pat, ok := wildcardFor(p); ok {
+		if pat, ok := changeset.PathPattern(p); ok {
 			p = pat
 			info.AllowWildcard = true
 		}
@@ -393,31 +393,6 @@ func ChangeSetAction(src *CommitSource) *bkllb.FileAction {
 		}
 	}
 	return fa
-}
-
-// wildcardFor returns a pattern for a path that is not valid UTF-8: LLB
-// carries paths as protobuf strings, so every byte that is not UTF-8 becomes
-// a one-character wildcard, and the pattern's own special characters are
-// escaped.
-func wildcardFor(p string) (string, bool) {
-	if utf8.ValidString(p) {
-		return p, false
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); {
-		r, size := utf8.DecodeRuneInString(p[i:])
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			b.WriteByte('?')
-		case r == '*' || r == '?' || r == '[' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		default:
-			b.WriteString(p[i : i+size])
-		}
-		i += size
-	}
-	return b.String(), true
 }
 
 func stageEnv(img *dockerspec.DockerOCIImage, args map[string]string) map[string]string {
