@@ -88,6 +88,10 @@ type Result struct {
 	// Exported is the number of bytes the export wrote into containerd's
 	// content store: new blobs only, never the base's layers.
 	Exported int64
+	// Fetched is the part of Exported read straight from buildkitd's
+	// content store (blobs of exporter.DirectMin bytes or more) instead of
+	// received through the session.
+	Fetched int64
 	// ExporterResponse is BuildKit's exporter response.
 	ExporterResponse map[string]string
 }
@@ -174,7 +178,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		}
 	}()
 	leaseID, _ := leases.FromContext(lctx)
-	store := exporter.LeasedStore(cc.ContentStore(), j.ns, leaseID)
+	store := exporter.LeasedStore(cc.ContentStore(), j.ns, leaseID, exporter.BuildkitContent(j.bk))
 	storeID := "containerd-" + sanitizeID(j.ns)
 
 	attrs := maps.Clone(j.attrs)
@@ -269,7 +273,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		return nil, err
 	}
 	res.Manifest = desc
-	res.Exported = store.Written()
+	res.Exported, res.Fetched = store.Written(), store.Fetched()
 	if direct {
 		// BuildKit wrote the record, labels and snapshots itself.
 		res.Name = resp.ExporterResponse[exptypes.ExporterImageNameKey]

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -472,9 +473,20 @@ func TestFaultConnectionDropped(t *testing.T) {
 		t.Errorf("stderr does not say the connection to buildkitd failed:\n%s", stderr)
 	}
 	checkNothingLeft(t, ct, ref)
-	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", proxy.addr, "conn-dropped", ref)...)...)
+	md := filepath.Join(t.TempDir(), "md.json")
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--addr", proxy.addr, "--metadata-file", md, "conn-dropped", ref)...)...)
 	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "conn-dropped-run", "wc", "-c", "/big")
 	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "200000000") {
 		t.Errorf("run of the retried commit: %q %v", out, err)
+	}
+	// The 200 MB layer was read from buildkitd's content store, not pushed
+	// through the session; the small config and manifest came through it.
+	var meta map[string]string
+	dt, _ := os.ReadFile(md)
+	_ = json.Unmarshal(dt, &meta)
+	fetched, _ := strconv.ParseInt(meta["commit-frontend.fetched-bytes"], 10, 64)
+	exported, _ := strconv.ParseInt(meta["commit-frontend.exported-bytes"], 10, 64)
+	if fetched < 200000000 || exported <= fetched || exported > fetched+64<<10 {
+		t.Errorf("fetched %d and exported %d bytes, want the layer fetched and only config and manifest more", fetched, exported)
 	}
 }

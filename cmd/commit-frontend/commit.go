@@ -128,6 +128,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 			md["commit-frontend.changeset"] = base64.StdEncoding.EncodeToString(dt)
 		}
 		md["commit-frontend.exported-bytes"] = strconv.FormatInt(res.Exported, 10)
+		md["commit-frontend.fetched-bytes"] = strconv.FormatInt(res.Fetched, 10)
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
 		}
