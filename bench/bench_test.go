@@ -4,6 +4,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -306,13 +307,14 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			md := filepath.Join(env.dir, id+".json")
 			cmd := exec.Command(env.cli, "commit", "--address", env.ctrd.Addr, "-n", ns, "--addr", addr,
 				"--compression", compression, "--metadata-file", md, id, ref)
-			if out, err := cmd.CombinedOutput(); err != nil {
+			out, peak, err := runSampled(cmd)
+			if err != nil {
 				b.Fatalf("%v: %s", err, out)
 			}
 			b.StopTimer()
 			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			maxRSS = max(maxRSS, ru.Maxrss*1024)
+			maxRSS = max(maxRSS, peak)
 			sent += changeSetSize(b, md)
 		default:
 			var ru0, ru1 syscall.Rusage
@@ -350,6 +352,37 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		b.ReportMetric(float64(sent)/n/(1<<20), "sent-MiB/op")
 	}
 	b.ReportMetric(float64(peakRSS(env.bk.Cmd.Process.Pid))/(1<<20), "buildkitd-peakrss-MiB")
+}
+
+// runSampled runs cmd and returns its output and its peak RSS, sampled from
+// /proc/PID/status (VmHWM, a high-water mark, so the last sample is the peak
+// up to the last 10 ms). getrusage's ru_maxrss cannot be used: Go starts a
+// child with vfork, and Linux carries the parent's peak into the child's.
+func runSampled(cmd *exec.Cmd) ([]byte, int64, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, 0, err
+	}
+	done := make(chan struct{})
+	peak := make(chan int64)
+	go func() {
+		var p int64
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			p = max(p, peakRSS(cmd.Process.Pid))
+			select {
+			case <-done:
+				peak <- p
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	return out.Bytes(), <-peak, err
 }
 
 func dropCaches(b *testing.B) {
