@@ -46,11 +46,7 @@ func main() {
 	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | containerd-native s | speed-up (native / ours) | CPU s ours / native | client peak RSS MiB | sent MiB | buildkitd peak RSS MiB |")
 	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, cell := range order {
-		parts := map[string]string{}
-		for _, kv := range strings.Split(cell, "/") {
-			k, v, _ := strings.Cut(kv, "=")
-			parts[k] = v
-		}
+		parts := cellParts(cell)
 		ours, native := cells[cell]["commit-frontend"], cells[cell]["containerd-native"]
 		o, n := ours["ns/op"]/1e9, native["ns/op"]/1e9
 		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s |\n",
@@ -85,17 +81,23 @@ func peersTable(cells map[string]map[string]result, order []string) {
 	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | commit-frontend, containerd worker s | containerd-native s | podman s | podman / commit-frontend | podman / containerd worker |")
 	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, cell := range rows {
-		parts := map[string]string{}
-		for _, kv := range strings.Split(cell, "/") {
-			k, v, _ := strings.Cut(kv, "=")
-			parts[k] = v
-		}
+		parts := cellParts(cell)
 		t := func(impl string) float64 { return cells[cell][impl]["ns/op"] / 1e9 }
 		o, w, n, p := t("commit-frontend"), t("commit-frontend-ctrd-worker"), t("containerd-native"), t("podman")
 		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
 			num(o), num(w), num(n), num(p), ratio(p, o), ratio(p, w))
 	}
+}
+
+// cellParts splits "rootfs=X/change=Y/..." into its keys and values.
+func cellParts(cell string) map[string]string {
+	parts := map[string]string{}
+	for _, kv := range strings.Split(cell, "/") {
+		k, v, _ := strings.Cut(kv, "=")
+		parts[k] = v
+	}
+	return parts
 }
 
 // ratio is how many times faster ours is than theirs, or "-".
