@@ -59,15 +59,15 @@ func (p *podman) load(ctx context.Context, tar, name string) error {
 	if err != nil {
 		return err
 	}
-	loaded := strings.TrimSpace(out[strings.LastIndex(out, ":")+1:])
-	if i := strings.Index(out, "Loaded image"); i >= 0 {
-		_, loaded, _ = strings.Cut(out[i:], ": ")
-		loaded = strings.TrimSpace(loaded)
+	// "Loaded image: NAME" (or "Loaded image(s): ..."), perhaps after
+	// warnings on stderr.
+	i := strings.Index(out, "Loaded image")
+	_, loaded, ok := strings.Cut(out[max(i, 0):], ": ")
+	if i < 0 || !ok {
+		return fmt.Errorf("podman load %s: no image in %q", tar, out)
 	}
-	if _, err := p.run(ctx, "tag", loaded, name); err != nil {
-		return err
-	}
-	return nil
+	_, err = p.run(ctx, "tag", strings.TrimSpace(loaded), name)
+	return err
 }
 
 // benchPodman times `podman commit` of a fresh container changed by ch;

@@ -126,16 +126,16 @@ func PathPattern(p string) (string, bool) {
 	return b.String(), true
 }
 
-// CheckPatterns checks, for every deletion and replaced directory whose path
-// is not UTF-8, that its pattern matches nothing else in root, the
-// container's filesystem as it is now: a pattern that also matched a file the
-// container kept would remove that file from the image. It names the first
-// such path and what its pattern would also remove.
-func CheckPatterns(root string, deleted, opaque []string) error {
-	check := func(p string) error {
+// CheckPatterns checks, for every removed path (a deletion or a replaced
+// directory) that is not UTF-8, that its pattern matches nothing but itself
+// in root, the container's filesystem as it is now: a pattern that also
+// matched a file the container kept would remove that file from the image.
+// It names the first such path and what its pattern would also remove.
+func CheckPatterns(root string, removed []string) error {
+	for _, p := range removed {
 		pat, ok := PathPattern(p)
 		if !ok {
-			return nil
+			continue
 		}
 		matches, err := filepath.Glob(filepath.Join(root, pat))
 		if err != nil {
@@ -147,17 +147,6 @@ func CheckPatterns(root string, deleted, opaque []string) error {
 				return errors.Errorf("cannot commit the removal of %q: its name is not UTF-8, and the pattern BuildKit would remove it by (%s) also matches %q, which the container kept",
 					"/"+strings.Trim(p, "/"), "/"+strings.Trim(pat, "/"), "/"+rel)
 			}
-		}
-		return nil
-	}
-	for _, p := range deleted {
-		if err := check(p); err != nil {
-			return err
-		}
-	}
-	for _, p := range opaque {
-		if err := check(p); err != nil {
-			return err
 		}
 	}
 	return nil

@@ -452,12 +452,13 @@ func checkPatterns(ctx context.Context, dir string, mounts []mount.Mount, contai
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(slices.Concat(deleted, opaque), func(p string) bool { return !utf8.ValidString(p) }) {
+	removed := slices.Concat(deleted, opaque)
+	if !slices.ContainsFunc(removed, func(p string) bool { return !utf8.ValidString(p) }) {
 		return nil
 	}
 	var bad error
 	if err := mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
-		bad = changeset.CheckPatterns(root, deleted, opaque)
+		bad = changeset.CheckPatterns(root, removed)
 		return nil
 	}); err != nil {
 		return errors.Wrapf(err, "mounting container %s to check its removals", container)

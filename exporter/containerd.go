@@ -134,7 +134,6 @@ func (s *leasedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (co
 	if s.source != nil && wo.Desc.Size >= DirectMin && wo.Desc.Digest != "" {
 		fetched, err := s.fetch(ctx, w, wo.Desc)
 		if err != nil {
-			w.Close()
 			return nil, err
 		}
 		if fetched {
@@ -145,9 +144,9 @@ func (s *leasedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (co
 	return newBufferedWriter(w, &s.written), nil
 }
 
-// fetch copies desc from the source through w and commits it. It reports
-// false, with no error and w untouched, when the source cannot serve the
-// blob: then the session carries it.
+// fetch copies desc from the source through w, commits it and closes w. It
+// reports false, with no error and w untouched and open, when the source
+// cannot serve the blob: then the session carries it.
 func (s *leasedStore) fetch(ctx context.Context, w content.Writer, desc ocispecs.Descriptor) (bool, error) {
 	// The source is another daemon: none of our metadata goes to it.
 	sctx, cancel := context.WithCancel(metadata.NewOutgoingContext(context.WithoutCancel(ctx), metadata.MD{}))
@@ -158,14 +157,14 @@ func (s *leasedStore) fetch(ctx context.Context, w content.Writer, desc ocispecs
 		return false, nil
 	}
 	defer ra.Close()
+	bw := newBufferedWriter(w, &s.written)
+	defer bw.Close()
 	if st, err := w.Status(); err == nil && st.Offset > 0 {
 		// A write of the same blob left unfinished: start over.
 		if err := w.Truncate(0); err != nil {
 			return false, errors.Wrapf(err, "writing blob %s", desc.Digest)
 		}
 	}
-	bw := newBufferedWriter(w, &s.written)
-	defer bw.Close()
 	// Each read is one request to buildkitd: read in large pieces.
 	if _, err := io.CopyBuffer(bw, io.NewSectionReader(ra, 0, desc.Size), make([]byte, writeBuffer)); err != nil {
 		return false, errors.Wrapf(err, "copying blob %s from buildkitd", desc.Digest)

@@ -1,7 +1,7 @@
 // Command benchtable reads `go test -bench BenchmarkCommit` output and prints
 // a markdown table that pairs each cell's commit-frontend and
-// containerd-native results, with their ratio, and podman's where the run
-// had it.
+// containerd-native results, with their ratio, and a second table with the
+// peers (podman, the containerd-worker path) where the run had them.
 package main
 
 import (
