@@ -15,7 +15,6 @@ package changeset
 import (
 	"bytes"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"unicode/utf8"
 
@@ -47,6 +46,9 @@ type Manifest struct {
 	Bytes int64 `json:"bytes"`
 	// TarSize is the size of changes.tar: what crosses the session.
 	TarSize int64 `json:"tarSize,omitempty"`
+	// Sockets is the number of unix sockets left out: a layer cannot hold
+	// one, and docker and containerd leave them out too.
+	Sockets int `json:"sockets,omitempty"`
 }
 
 // ParseManifest reads a CHANGESET file.
@@ -124,30 +126,4 @@ func PathPattern(p string) (string, bool) {
 		i += size
 	}
 	return b.String(), true
-}
-
-// CheckPatterns checks, for every removed path (a deletion or a replaced
-// directory) that is not UTF-8, that its pattern matches nothing but itself
-// in root, the container's filesystem as it is now: a pattern that also
-// matched a file the container kept would remove that file from the image.
-// It names the first such path and what its pattern would also remove.
-func CheckPatterns(root string, removed []string) error {
-	for _, p := range removed {
-		pat, ok := PathPattern(p)
-		if !ok {
-			continue
-		}
-		matches, err := filepath.Glob(filepath.Join(root, pat))
-		if err != nil {
-			return errors.Wrapf(err, "pattern for %q", p)
-		}
-		for _, m := range matches {
-			rel, _ := filepath.Rel(root, m)
-			if rel != strings.Trim(p, "/") {
-				return errors.Errorf("cannot commit the removal of %q: its name is not UTF-8, and the pattern BuildKit would remove it by (%s) also matches %q, which the container kept",
-					"/"+strings.Trim(p, "/"), "/"+strings.Trim(pat, "/"), "/"+rel)
-			}
-		}
-	}
-	return nil
 }

@@ -52,11 +52,11 @@ func FuzzFromUpperdir(f *testing.F) {
 			_ = os.WriteFile(p, data, 0o644)
 		}
 		out := t.TempDir()
-		w, err := Create(out)
+		w, err := Create(out, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := FromUpperdir(context.Background(), upper, w); err != nil {
+		if err := FromUpperdir(context.Background(), upper, UpperOpt{}, w); err != nil {
 			w.Abort()
 			return
 		}

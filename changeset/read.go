@@ -1,135 +1,463 @@
 package changeset
 
 import (
+	"bytes"
 	"context"
-	"io/fs"
-	"os"
+	"io"
 	"path"
-	"path/filepath"
 	"strings"
-	"syscall"
 
-	cfs "github.com/containerd/continuity/fs"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
 
-// Overlayfs marks, in the trusted namespace (and the user namespace for
-// mounts with userxattr).
-var (
-	opaqueXattrs   = []string{"trusted.overlay.opaque", "user.overlay.opaque"}
-	redirectXattrs = []string{"trusted.overlay.redirect", "user.overlay.redirect", "trusted.overlay.metacopy", "user.overlay.metacopy"}
-)
+// UpperOpt describes the overlay mount an upper directory belongs to.
+type UpperOpt struct {
+	// UserXattr is set for a mount with the userxattr option (rootless):
+	// overlayfs then keeps its marks in user.overlay.*. Otherwise they are
+	// in trusted.overlay.*, and user.overlay.* is an ordinary attribute
+	// that any process in the container may set, which means nothing.
+	UserXattr bool
+}
+
+func (o UpperOpt) xattr(name string) string {
+	if o.UserXattr {
+		return "user.overlay." + name
+	}
+	return "trusted.overlay." + name
+}
 
 // FromUpperdir writes the change set held in an overlayfs upper directory:
 // every entry in it is added or modified, a 0/0 character device is a
-// deletion, and a directory marked opaque replaces the one below. The cost
-// follows the size of the change, not of the whole filesystem.
-func FromUpperdir(ctx context.Context, upper string, w *Writer) error {
-	return explainTooLong(filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return errors.Wrap(err, "reading the upper directory")
-		}
+// deletion, and a directory marked opaque replaces the one below. Unix
+// sockets are left out and counted. The cost follows the size of the
+// change, not of the whole filesystem.
+func FromUpperdir(ctx context.Context, upper string, opt UpperOpt, w *Writer) error {
+	w.userxattr = opt.UserXattr
+	root, err := openRoot(upper)
+	if err != nil {
+		return errors.Wrap(err, "reading the upper directory")
+	}
+	defer root.Close()
+	rn := &node{fd: int(root.Fd())}
+	if err := unix.Fstat(rn.fd, &rn.st); err != nil {
+		return err
+	}
+	return fromUpperdir(ctx, rn, opt, w)
+}
+
+func fromUpperdir(ctx context.Context, dir *node, opt UpperOpt, w *Writer) error {
+	names, err := dir.names()
+	if err != nil {
+		return errors.Wrapf(describe(err), "reading %q", "/"+dir.rel)
+	}
+	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if p == upper {
-			return nil
+		n, err := openNode(dir.fd, name, joinRel(dir.rel, name))
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // removed since the directory was listed
+			}
+			return errors.Wrapf(describe(err), "reading %q", "/"+joinRel(dir.rel, name))
 		}
-		rel, err := filepath.Rel(upper, p)
+		err = upperEntry(ctx, n, opt, w)
+		n.close()
 		if err != nil {
 			return err
 		}
-		if d.Type()&fs.ModeCharDevice != 0 {
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Rdev == 0 {
-				w.Delete(rel)
-				return nil
-			}
-		}
-		for _, x := range redirectXattrs {
-			if _, err := getXattr(p, x); err == nil {
-				return errors.Errorf("%s carries overlayfs %s (redirect_dir or metacopy): such upper directories are not supported; mount the snapshotter without redirect_dir and metacopy", rel, x)
-			}
-		}
-		if d.IsDir() {
-			for _, x := range opaqueXattrs {
-				if v, err := getXattr(p, x); err == nil && v == "y" {
-					w.Opaque(rel)
-					break
-				}
-			}
-		}
-		return w.AddPath(upper, rel)
-	}))
+	}
+	return nil
 }
 
-// explainTooLong says what a "file name too long" from the walk means: the
-// container made a path deeper than a path can be named from the host.
-func explainTooLong(err error) error {
-	var pe *fs.PathError
-	if !errors.Is(err, syscall.ENAMETOOLONG) || !errors.As(err, &pe) {
-		return err
-	}
-	p := pe.Path
-	if len(p) > 120 {
-		p = p[:60] + "..." + p[len(p)-60:]
-	}
-	return errors.Errorf("the container holds a path longer than the kernel lets a path be named (PATH_MAX, %d bytes), which cannot be committed: %s (%d bytes)", unix.PathMax, p, len(pe.Path))
-}
-
-// FromDiff writes the change set between two mounted trees with a walking
-// diff, for snapshotters that keep no upper directory. Parent directories of
-// every change are added as overlayfs would copy them up, so both readers
-// give the same change set for the same container.
-func FromDiff(ctx context.Context, lower, upper string, w *Writer) error {
-	added := map[string]bool{"": true}
-	addParents := func(rel string) error {
-		var missing []string
-		for dir := path.Dir(rel); dir != "." && dir != "/" && !added[dir]; dir = path.Dir(dir) {
-			missing = append(missing, dir)
-		}
-		for i := len(missing) - 1; i >= 0; i-- {
-			if err := w.AddPath(upper, missing[i]); err != nil {
-				return err
-			}
-			added[missing[i]] = true
-		}
+func upperEntry(ctx context.Context, n *node, opt UpperOpt, w *Writer) error {
+	switch {
+	case n.isWhiteout():
+		return w.Delete(n.rel)
+	case n.isSocket():
+		w.Skip()
 		return nil
 	}
-	return explainTooLong(cfs.Changes(ctx, lower, upper, func(kind cfs.ChangeKind, p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
+	var xattrs map[string]string
+	if n.isReg() || n.isDir() {
+		var err error
+		if xattrs, err = n.xattrs(); err != nil {
+			return errors.Wrapf(describe(err), "reading %q", "/"+n.rel)
 		}
-		rel := strings.TrimPrefix(p, "/")
-		if err := addParents(rel); err != nil {
-			return err
-		}
-		if kind == cfs.ChangeKindDelete {
-			w.Delete(rel)
-			return nil
-		}
-		if fi.IsDir() {
-			// A directory that replaced a non-directory, or one whose
-			// lower side is gone, hides everything below it.
-			if lfi, err := os.Lstat(filepath.Join(lower, rel)); err == nil && !lfi.IsDir() {
-				w.Delete(rel)
+		for _, x := range []string{opt.xattr("redirect"), opt.xattr("metacopy")} {
+			if _, ok := xattrs[x]; ok {
+				return errors.Errorf("%q carries overlayfs %s (redirect_dir or metacopy): such upper directories are not supported; mount the snapshotter without redirect_dir and metacopy", "/"+n.rel, x)
 			}
-			added[rel] = true
 		}
-		return w.AddPath(upper, rel)
-	}))
+	}
+	if !n.isDir() {
+		return w.add(n, nil)
+	}
+	if xattrs[opt.xattr("opaque")] == "y" {
+		if err := w.Opaque(n.rel); err != nil {
+			return err
+		}
+	}
+	if err := w.add(n, xattrs); err != nil {
+		return err
+	}
+	return fromUpperdir(ctx, n, opt, w)
 }
 
-// Sync flushes the filesystem holding p to disk.
-func Sync(p string) error {
-	f, err := os.Open(p)
+// describe turns the errors of an entry the container swapped during the
+// read into a message that says so.
+func describe(err error) error {
+	if errors.Is(err, errChanged) {
+		return errors.New("changed while being read (replaced by a symlink, a mount or another kind of file): pause the container (--pause) or commit it when it is not writing")
+	}
+	return err
+}
+
+// FromDiff writes the change set between two trees with a walking diff,
+// for snapshotters that keep no upper directory; lower is "" for a tree
+// without a parent. Both trees are walked by directory descriptors, as
+// FromUpperdir walks its one. Parent directories of every change are
+// added as overlayfs would copy them up, and a removed directory is one
+// deletion, so both readers give the same change set for the same
+// container.
+func FromDiff(ctx context.Context, lower, upper string, w *Writer) error {
+	ur, err := openRoot(upper)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
+	defer ur.Close()
+	un := &node{fd: int(ur.Fd())}
+	if err := unix.Fstat(un.fd, &un.st); err != nil {
+		return err
+	}
+	var ln *node
+	if lower != "" {
+		lr, err := openRoot(lower)
+		if err != nil {
+			return err
+		}
+		defer lr.Close()
+		ln = &node{fd: int(lr.Fd())}
+		if err := unix.Fstat(ln.fd, &ln.st); err != nil {
+			return err
+		}
+	}
+	d := &differ{w: w}
+	return d.dir(ctx, ln, un, nil)
+}
+
+type differ struct {
+	w *Writer
+}
+
+// pending is a directory written only once something below it changes.
+type pending struct {
+	n       *node
+	written bool
+}
+
+func (d *differ) writeParents(parents []*pending) error {
+	for _, p := range parents {
+		if p.written {
+			continue
+		}
+		if err := d.w.add(p.n, nil); err != nil {
+			return err
+		}
+		p.written = true
+	}
+	return nil
+}
+
+// dir compares the directory upper (and lower, nil when there is none)
+// entry by entry.
+func (d *differ) dir(ctx context.Context, lower, upper *node, parents []*pending) error {
+	unames, err := upper.names()
+	if err != nil {
+		return errors.Wrapf(describe(err), "reading %q", "/"+upper.rel)
+	}
+	var lnames []string
+	if lower != nil {
+		if lnames, err = lower.names(); err != nil {
+			return errors.Wrapf(err, "reading the parent's %q", "/"+lower.rel)
+		}
+	}
+	for i, j := 0, 0; i < len(unames) || j < len(lnames); {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch {
+		case j == len(lnames) || (i < len(unames) && unames[i] < lnames[j]):
+			err = d.added(ctx, upper, unames[i], parents)
+			i++
+		case i == len(unames) || lnames[j] < unames[i]:
+			if err = d.writeParents(parents); err == nil {
+				err = d.w.Delete(joinRel(upper.rel, lnames[j]))
+			}
+			j++
+		default:
+			err = d.both(ctx, lower, upper, unames[i], parents)
+			i++
+			j++
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// added writes the entry name of upper and everything below it.
+func (d *differ) added(ctx context.Context, upper *node, name string, parents []*pending) error {
+	n, err := openNode(upper.fd, name, joinRel(upper.rel, name))
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return errors.Wrapf(describe(err), "reading %q", "/"+joinRel(upper.rel, name))
+	}
+	defer n.close()
+	if n.isSocket() {
+		d.w.Skip()
+		return nil
+	}
+	if err := d.writeParents(parents); err != nil {
+		return err
+	}
+	if err := d.w.add(n, nil); err != nil {
+		return err
+	}
+	if !n.isDir() {
+		return nil
+	}
+	return d.dir(ctx, nil, n, nil)
+}
+
+// both compares an entry present in both trees.
+func (d *differ) both(ctx context.Context, lower, upper *node, name string, parents []*pending) error {
+	rel := joinRel(upper.rel, name)
+	un, err := openNode(upper.fd, name, rel)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			if err := d.writeParents(parents); err != nil {
+				return err
+			}
+			return d.w.Delete(rel)
+		}
+		return errors.Wrapf(describe(err), "reading %q", "/"+rel)
+	}
+	defer un.close()
+	ln, err := openNode(lower.fd, name, rel)
+	if err != nil {
+		return errors.Wrapf(err, "reading the parent's %q", "/"+rel)
+	}
+	defer ln.close()
+	if un.isSocket() {
+		d.w.Skip()
+		if ln.isSocket() {
+			return nil
+		}
+		if err := d.writeParents(parents); err != nil {
+			return err
+		}
+		return d.w.Delete(rel)
+	}
+	if un.isDir() && !ln.isDir() {
+		// A directory that replaced a non-directory hides it.
+		if err := d.writeParents(parents); err != nil {
+			return err
+		}
+		if err := d.w.Delete(rel); err != nil {
+			return err
+		}
+		return d.added(ctx, upper, name, nil)
+	}
+	same, err := sameEntry(ln, un)
+	if err != nil {
+		return errors.Wrapf(describe(err), "comparing %q", "/"+rel)
+	}
+	if !un.isDir() {
+		if same {
+			return nil
+		}
+		if err := d.writeParents(parents); err != nil {
+			return err
+		}
+		return d.w.add(un, nil)
+	}
+	p := &pending{n: un}
+	if !same {
+		if err := d.writeParents(parents); err != nil {
+			return err
+		}
+		if err := d.w.add(un, nil); err != nil {
+			return err
+		}
+		p.written = true
+	}
+	return d.dir(ctx, ln, un, append(parents[:len(parents):len(parents)], p))
+}
+
+// sameEntry tells whether an entry is unchanged, as containerd's walking
+// differ tells it: type, mode, owner, device, size, mtime, link target,
+// capabilities, and the contents when both mtimes are whole seconds (as
+// after an unpack, which keeps no more).
+func sameEntry(l, u *node) (bool, error) {
+	ls, us := &l.st, &u.st
+	if ls.Mode != us.Mode || ls.Uid != us.Uid || ls.Gid != us.Gid || ls.Rdev != us.Rdev {
+		return false, nil
+	}
+	lx, err := l.xattrs()
+	if err != nil {
+		return false, err
+	}
+	ux, err := u.xattrs()
+	if err != nil {
+		return false, err
+	}
+	if lx["security.capability"] != ux["security.capability"] {
+		return false, nil
+	}
+	if u.isDir() {
+		return true, nil
+	}
+	if ls.Size != us.Size || ls.Mtim.Sec != us.Mtim.Sec {
+		return false, nil
+	}
+	if ls.Mtim.Nsec != us.Mtim.Nsec {
+		return false, nil
+	}
+	if ls.Mtim.Nsec != 0 {
+		return true, nil
+	}
+	switch {
+	case u.isSymlink():
+		lt, err := l.readlink()
+		if err != nil {
+			return false, err
+		}
+		ut, err := u.readlink()
+		return lt == ut, err
+	case u.isReg() && us.Size > 0:
+		return sameContent(l, u)
+	}
+	return true, nil
+}
+
+func sameContent(l, u *node) (bool, error) {
+	lf, err := l.reopen(0)
+	if err != nil {
+		return false, err
+	}
+	defer lf.Close()
+	uf, err := u.reopen(0)
+	if err != nil {
+		return false, err
+	}
+	defer uf.Close()
+	lb, ub := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		ln, lerr := io.ReadFull(lf, lb)
+		un, uerr := io.ReadFull(uf, ub)
+		if ln != un || !bytes.Equal(lb[:ln], ub[:un]) {
+			return false, nil
+		}
+		if lerr == io.EOF || lerr == io.ErrUnexpectedEOF {
+			return uerr == io.EOF || uerr == io.ErrUnexpectedEOF, nil
+		}
+		if lerr != nil {
+			return false, lerr
+		}
+		if uerr != nil {
+			return false, uerr
+		}
+	}
+}
+
+// CheckPatterns checks, for every removed path (a deletion or a replaced
+// directory) that is not UTF-8, that its pattern matches nothing but itself
+// in root, the container's filesystem as it is now: a pattern that also
+// matched a file the container kept would remove that file from the image.
+// It names the first such path and what its pattern would also remove. The
+// tree is searched by directory descriptors, following no symlink; a
+// symlink that a wildcard matches counts as a match, since BuildKit might
+// follow it.
+func CheckPatterns(root string, removed []string) error {
+	var rn *node
+	for _, p := range removed {
+		pat, ok := PathPattern(p)
+		if !ok {
+			continue
+		}
+		if rn == nil {
+			f, err := openRoot(root)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			rn = &node{fd: int(f.Fd())}
+			if err := unix.Fstat(rn.fd, &rn.st); err != nil {
+				return err
+			}
+		}
+		p = strings.Trim(p, "/")
+		pat = strings.Trim(pat, "/")
+		other, err := matchOther(rn, strings.Split(pat, "/"), strings.Split(p, "/"))
+		if err != nil {
+			return errors.Wrapf(describe(err), "checking the removal of %q", "/"+p)
+		}
+		if other != "" {
+			return errors.Errorf("cannot commit the removal of %q: its name is not UTF-8, and the pattern BuildKit would remove it by (%s) also matches %q, which the container kept",
+				"/"+p, "/"+pat, "/"+other)
+		}
+	}
+	return nil
+}
+
+// matchOther returns a path below dir that matches the pattern components
+// pat and is not the path real (nil: any match counts), or "".
+func matchOther(dir *node, pat, real []string) (string, error) {
+	names, err := dir.names()
+	if err != nil {
+		return "", err
+	}
+	for _, name := range names {
+		if ok, _ := path.Match(pat[0], name); !ok {
+			continue
+		}
+		own := len(real) > 0 && name == real[0]
+		rel := joinRel(dir.rel, name)
+		if len(pat) == 1 {
+			if !own {
+				return rel, nil
+			}
+			continue
+		}
+		n, err := openNode(dir.fd, name, rel)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if n.isSymlink() && !own {
+			n.close()
+			return rel, nil
+		}
+		if !n.isDir() {
+			n.close()
+			continue
+		}
+		var rest []string
+		if own {
+			rest = real[1:]
+		}
+		other, err := matchOther(n, pat[1:], rest)
+		n.close()
+		if other != "" || err != nil {
+			return other, err
+		}
+	}
+	return "", nil
 }

@@ -61,7 +61,7 @@ func TestUpperdirMatchesWalkingDiff(t *testing.T) {
 		return os.Chtimes(p, at, at)
 	}))
 
-	fromUpper := read(t, func(w *Writer) error { return FromUpperdir(context.Background(), upper, w) })
+	fromUpper := read(t, func(w *Writer) error { return FromUpperdir(context.Background(), upper, UpperOpt{}, w) })
 	fromDiff := read(t, func(w *Writer) error { return FromDiff(context.Background(), lower, merged, w) })
 	if fromUpper.entries != fromDiff.entries {
 		t.Errorf("tar entries differ:\nupperdir:\n%s\nwalking diff:\n%s", fromUpper.entries, fromDiff.entries)
@@ -90,7 +90,7 @@ type changeSet struct {
 func read(t *testing.T, fill func(w *Writer) error) changeSet {
 	t.Helper()
 	dir := t.TempDir()
-	w, err := Create(dir)
+	w, err := Create(dir, nil)
 	must(t, err)
 	must(t, fill(w))
 	_, err = w.Close()
@@ -138,9 +138,9 @@ func TestTarOverhead(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(upper, fmt.Sprintf("f%04d", i)), bytes.Repeat([]byte{'x'}, 512), 0o644))
 	}
 	dir := t.TempDir()
-	w, err := Create(dir)
+	w, err := Create(dir, nil)
 	must(t, err)
-	must(t, FromUpperdir(context.Background(), upper, w))
+	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, w))
 	m, err := w.Close()
 	must(t, err)
 	if m.Bytes != 512*1000 || m.TarSize > 2*m.Bytes+10240 {
@@ -169,12 +169,12 @@ func TestPathTooLong(t *testing.T) {
 		fd = next
 	}
 	unix.Close(fd)
-	w, err := Create(t.TempDir())
+	w, err := Create(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Abort()
-	err = FromUpperdir(context.Background(), upper, w)
+	err = FromUpperdir(context.Background(), upper, UpperOpt{}, w)
 	if err == nil || !strings.Contains(err.Error(), "longer than the kernel lets a path be named (PATH_MAX, 4096 bytes)") {
 		t.Errorf("error: %v", err)
 	}

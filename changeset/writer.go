@@ -8,48 +8,90 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
+	"strconv"
 	"time"
 
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
 
-// MaxHoles is the most a sparse file may have in holes: layer tars store a
-// hole as zeros, so a larger one is refused rather than blown up.
-const MaxHoles = 1 << 30
+// Limits of a change set. Each fails the read as soon as it is passed, with
+// a message that names the number and what to do instead.
+const (
+	// MaxHoles is the most all sparse files together may have in holes:
+	// layer tars store a hole as zeros, so more is refused rather than
+	// blown up.
+	MaxHoles = 1 << 30
+	// MaxEntries is the most entries a change set may hold.
+	MaxEntries = 10_000_000
+	// MaxRemovalBytes bounds the deletions and replaced directories: each
+	// travels in the LLB definition, and BuildKit takes definitions of at
+	// most 16 MiB. A removal costs its path plus RemovalOverhead bytes.
+	MaxRemovalBytes = 12 << 20
+	// RemovalOverhead is what one removal adds to the LLB definition
+	// besides its path (measured in the llb package's tests).
+	RemovalOverhead = 64
+)
+
+// HeaderName is the name of the PAX global header every change-set tar
+// starts with. A fixed first header keeps BuildKit's archive sniffing from
+// taking the tar for a compressed stream whatever the container's first
+// file is called (a top-level "BZh..." reads as bzip2), and its records
+// (see Create) make the tar's checksum, and so BuildKit's cache key,
+// depend on how the layer is to be written.
+const HeaderName = "commit-frontend.changeset"
 
 // Writer writes a change-set context directory.
 type Writer struct {
-	dir   string
-	f     *os.File
-	tw    *tar.Writer
-	wh    []byte
-	m     Manifest
-	links map[inode]string
-	buf   []byte
+	dir          string
+	f            *os.File
+	tw           *tar.Writer
+	wh           []byte
+	removalBytes int
+	holes        int64
+	m            Manifest
+	links        map[inode]string
+	buf          []byte
+	// userxattr: overlay's own attributes are user.overlay.* (a rootless
+	// mount), not trusted.overlay.*.
+	userxattr bool
 }
 
 type inode struct{ dev, ino uint64 }
 
 // Create starts a change set in dir, which must exist and be empty.
-func Create(dir string) (*Writer, error) {
+// records are written into the tar's first header; they change nothing
+// that is extracted, only the tar's bytes.
+func Create(dir string, records map[string]string) (*Writer, error) {
 	f, err := os.OpenFile(filepath.Join(dir, TarFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, errors.Wrap(err, "creating the change set")
 	}
-	return &Writer{
+	w := &Writer{
 		dir:   dir,
 		f:     f,
 		tw:    tar.NewWriter(f),
 		m:     Manifest{Version: Version},
 		links: map[inode]string{},
 		buf:   make([]byte, 1<<20),
-	}, nil
+	}
+	pax := map[string]string{"COMMIT_FRONTEND.version": strconv.Itoa(Version)}
+	for k, v := range records {
+		pax["COMMIT_FRONTEND."+k] = v
+	}
+	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: HeaderName, PAXRecords: pax, Format: tar.FormatPAX}); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, errors.Wrap(err, "creating the change set")
+	}
+	return w, nil
 }
 
 // WriteEntry adds a tar entry whose content (for regular files) is read from r.
 func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
+	if w.m.Entries >= MaxEntries {
+		return errors.Errorf("the change set holds more than %d entries, more than a commit takes; commit fewer files at a time or archive them in the container", MaxEntries)
+	}
 	h.Name = cleanName(h.Name, h.Typeflag == tar.TypeDir)
 	if h.Typeflag == tar.TypeLink {
 		h.Linkname = cleanName(h.Linkname, false)
@@ -63,7 +105,7 @@ func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
 			return errors.Wrapf(err, "change set: %q", h.Name)
 		}
 		if n != h.Size {
-			return errors.Errorf("change set: %q changed size while being read (%d of %d bytes)", h.Name, n, h.Size)
+			return errors.Errorf("%q shrank while being read (%d of %d bytes): pause the container (--pause) or commit it when it is not writing", h.Name, n, h.Size)
 		}
 		w.m.Bytes += n
 	}
@@ -71,86 +113,159 @@ func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
 	return nil
 }
 
-// AddPath adds the file at root/rel with its full metadata: mode, owner,
-// times, link target, device numbers, extended attributes, and hard links
-// to a path added before. Symlinks are never followed.
-func (w *Writer) AddPath(root, rel string) error {
-	full := filepath.Join(root, rel)
-	fi, err := os.Lstat(full)
-	if err != nil {
-		return errors.Wrap(err, "change set")
+// add writes the entry n with its full metadata: mode, owner, times, link
+// target, device numbers, extended attributes (given for directories,
+// read here for files), and hard links to an entry written before. The
+// contents of a regular file are read from the inode n holds, and it must
+// not change size while it is read.
+func (w *Writer) add(n *node, xattrs map[string]string) error {
+	if len(n.rel) >= unix.PathMax {
+		p := n.rel[:60] + "..." + n.rel[len(n.rel)-60:]
+		return errors.Errorf("the container holds a path longer than the kernel lets a path be named (PATH_MAX, %d bytes), which cannot be committed: %q (%d bytes)", unix.PathMax, p, len(n.rel))
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return errors.Errorf("change set: no stat for %s", full)
+	st := &n.st
+	h := &tar.Header{
+		Name:    n.rel,
+		Mode:    int64(st.Mode & 0o7777),
+		Uid:     int(st.Uid),
+		Gid:     int(st.Gid),
+		ModTime: time.Unix(st.Mtim.Sec, 0),
+		Format:  tar.FormatUnknown,
 	}
-	var link string
-	if fi.Mode()&os.ModeSymlink != 0 {
-		if link, err = os.Readlink(full); err != nil {
-			return errors.Wrap(err, "change set")
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		h.Typeflag = tar.TypeDir
+	case unix.S_IFREG:
+		h.Typeflag = tar.TypeReg
+		h.Size = st.Size
+	case unix.S_IFLNK:
+		h.Typeflag = tar.TypeSymlink
+		link, err := n.readlink()
+		if err != nil {
+			return errors.Wrapf(err, "change set: %q", n.rel)
 		}
-	}
-	h, err := tar.FileInfoHeader(fi, link)
-	if err != nil {
-		return errors.Wrapf(err, "change set: %s", full)
-	}
-	h.Name = rel
-	h.Uid, h.Gid = int(st.Uid), int(st.Gid)
-	h.Uname, h.Gname = "", ""
-	// Layer tars keep mtimes to the second (containerd's archive writer
-	// truncates them), so the change set does too: a header that needs no
-	// PAX records costs 512 bytes, not 1.5 KiB.
-	h.ModTime = fi.ModTime().Truncate(time.Second)
-	h.AccessTime, h.ChangeTime = time.Time{}, time.Time{}
-	h.Format = tar.FormatUnknown
-	if fi.Mode()&(os.ModeDevice|os.ModeCharDevice) != 0 {
-		h.Devmajor = int64(unix.Major(uint64(st.Rdev)))
-		h.Devminor = int64(unix.Minor(uint64(st.Rdev)))
-	}
-	if xattrs, err := readXattrs(full); err != nil {
-		return err
-	} else if len(xattrs) > 0 {
-		h.PAXRecords = map[string]string{}
-		for k, v := range xattrs {
-			h.PAXRecords["SCHILY.xattr."+k] = v
+		h.Linkname = link
+	case unix.S_IFCHR, unix.S_IFBLK:
+		h.Typeflag = tar.TypeChar
+		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			h.Typeflag = tar.TypeBlock
 		}
+		h.Devmajor = int64(unix.Major(st.Rdev))
+		h.Devminor = int64(unix.Minor(st.Rdev))
+	case unix.S_IFIFO:
+		h.Typeflag = tar.TypeFifo
+	default:
+		return errors.Errorf("change set: %q has a file type a layer cannot hold (mode %o)", n.rel, st.Mode)
 	}
+	var data *os.File
 	if h.Typeflag == tar.TypeReg {
-		if holes := h.Size - st.Blocks*512; holes > MaxHoles {
-			return errors.Errorf("%s is a sparse file of %d bytes with %d allocated: a layer cannot store holes, it would carry %d bytes of zeros; files with more than %d bytes of holes are refused", rel, h.Size, st.Blocks*512, holes, int64(MaxHoles))
+		f, err := n.reopen(0)
+		if err != nil {
+			return errors.Wrapf(err, "change set: %q", n.rel)
 		}
+		defer f.Close()
+		data = f
+		if xattrs, err = n.xattrs(); err != nil {
+			return errors.Wrapf(err, "change set: %q", n.rel)
+		}
+		holes := st.Size - st.Blocks*512
+		if holes > MaxHoles {
+			return errors.Errorf("%q is a sparse file of %d bytes with %d allocated: a layer cannot store holes, it would carry %d bytes of zeros; files with more than %d bytes of holes in all are refused: remove or truncate it in the container first", n.rel, h.Size, st.Blocks*512, holes, int64(MaxHoles))
+		}
+		if holes > 0 {
+			if w.holes += holes; w.holes > MaxHoles {
+				return errors.Errorf("the container's sparse files have %d bytes of holes in all (reached at %q): a layer stores holes as zeros, and more than %d bytes of them are refused; remove or truncate the large sparse files in the container first", w.holes, n.rel, int64(MaxHoles))
+			}
+		}
+	}
+	for k, v := range xattrs {
+		if w.overlayXattr(k) {
+			continue
+		}
+		if h.PAXRecords == nil {
+			h.PAXRecords = map[string]string{}
+		}
+		h.PAXRecords["SCHILY.xattr."+k] = v
 	}
 	if h.Typeflag == tar.TypeReg && st.Nlink > 1 {
-		key := inode{uint64(st.Dev), st.Ino}
+		key := inode{st.Dev, st.Ino}
 		if first, ok := w.links[key]; ok {
 			h.Typeflag = tar.TypeLink
 			h.Linkname = first
 			h.Size = 0
 			return w.WriteEntry(h, nil)
 		}
-		w.links[key] = rel
+		w.links[key] = n.rel
+		// A file linked to a file of the base image may equal it in
+		// everything but its link count, and BuildKit's overlay differ
+		// would then leave it out of the layer, turning the link into a
+		// copy. One nanosecond on its mtime makes the differ see it; the
+		// layer writer keeps mtimes to the second, so the image does not.
+		h.ModTime = h.ModTime.Add(time.Nanosecond)
+		h.Format = tar.FormatPAX
 	}
 	if h.Typeflag != tar.TypeReg || h.Size == 0 {
+		if data != nil {
+			if err := checkSize(data, n, 0); err != nil {
+				return err
+			}
+		}
 		return w.WriteEntry(h, nil)
 	}
-	f, err := os.Open(full)
-	if err != nil {
-		return errors.Wrap(err, "change set")
+	if err := w.WriteEntry(h, data); err != nil {
+		return err
 	}
-	defer f.Close()
-	return w.WriteEntry(h, f)
+	return checkSize(data, n, h.Size)
+}
+
+// checkSize fails when the file behind f holds more than size bytes now.
+func checkSize(f *os.File, n *node, size int64) error {
+	var one [1]byte
+	k, _ := f.Read(one[:])
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return errors.Wrapf(err, "change set: %q", n.rel)
+	}
+	if k > 0 || st.Size != size {
+		return errors.Errorf("%q changed size while being read (%d bytes, then %d): pause the container (--pause) or commit it when it is not writing", n.rel, size, st.Size)
+	}
+	return nil
+}
+
+// overlayXattr tells whether k is one of overlayfs' own attributes, which
+// describe the upper directory, not the container's files.
+func (w *Writer) overlayXattr(k string) bool {
+	if strings.HasPrefix(k, "trusted.overlay.") {
+		return true
+	}
+	return w.userxattr && strings.HasPrefix(k, "user.overlay.")
 }
 
 // Delete records that path was deleted.
-func (w *Writer) Delete(p string) {
-	w.wh = AppendWhiteout(w.wh, Deleted, cleanName(p, false))
-	w.m.Whiteouts++
+func (w *Writer) Delete(p string) error {
+	return w.remove(Deleted, p)
 }
 
 // Opaque records that the directory p replaces the one below it.
-func (w *Writer) Opaque(p string) {
-	w.wh = AppendWhiteout(w.wh, Opaque, cleanName(p, false))
+func (w *Writer) Opaque(p string) error {
+	return w.remove(Opaque, p)
+}
+
+func (w *Writer) remove(kind byte, p string) error {
+	p = cleanName(p, false)
+	w.removalBytes += len(p) + RemovalOverhead
+	if w.removalBytes > MaxRemovalBytes {
+		return errors.Errorf("the container removed more than %d paths (reached at %q): each removal travels in BuildKit's LLB definition, which holds at most 16 MiB; remove whole directories rather than the files in them, or commit the removals in smaller steps", w.m.Whiteouts, p)
+	}
+	w.wh = AppendWhiteout(w.wh, kind, p)
 	w.m.Whiteouts++
+	return nil
+}
+
+// Skip records an entry a layer cannot hold and that is left out, as
+// docker and containerd leave it out: a unix socket.
+func (w *Writer) Skip() {
+	w.m.Sockets++
 }
 
 // Close finishes the change set and returns its manifest.
@@ -197,45 +312,3 @@ func cleanName(p string, dir bool) string {
 	return p
 }
 
-// readXattrs returns the extended attributes of p (not following symlinks),
-// except overlayfs' own trusted.overlay.* ones.
-func readXattrs(p string) (map[string]string, error) {
-	sz, err := unix.Llistxattr(p, nil)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
-			return nil, nil
-		}
-		return nil, errors.Wrapf(err, "listing xattrs of %s", p)
-	}
-	if sz == 0 {
-		return nil, nil
-	}
-	buf := make([]byte, sz)
-	if sz, err = unix.Llistxattr(p, buf); err != nil {
-		return nil, errors.Wrapf(err, "listing xattrs of %s", p)
-	}
-	out := map[string]string{}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
-		if name == "" || strings.HasPrefix(name, "trusted.overlay.") {
-			continue
-		}
-		v, err := getXattr(p, name)
-		if err != nil {
-			return nil, err
-		}
-		out[name] = v
-	}
-	return out, nil
-}
-
-func getXattr(p, name string) (string, error) {
-	sz, err := unix.Lgetxattr(p, name, nil)
-	if err != nil {
-		return "", errors.Wrapf(err, "reading xattr %s of %s", name, p)
-	}
-	buf := make([]byte, sz)
-	if sz, err = unix.Lgetxattr(p, name, buf); err != nil {
-		return "", errors.Wrapf(err, "reading xattr %s of %s", name, p)
-	}
-	return string(buf[:sz]), nil
-}

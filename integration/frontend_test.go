@@ -189,8 +189,8 @@ func TestChangeSetFidelity(t *testing.T) {
 		entry(t, w, &tar.Header{Name: "data/latin1-\xe9t\xe9", Mode: 0o644, Size: 1, ModTime: mtime, Format: tar.FormatPAX}, "y")
 		entry(t, w, &tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755, ModTime: mtime}, "")
 		entry(t, w, &tar.Header{Name: "etc/only", Mode: 0o600, Size: 4, ModTime: mtime}, "only")
-		w.Delete("bin/vi")
-		w.Opaque("etc")
+		_ = w.Delete("bin/vi")
+		_ = w.Opaque("etc")
 	})
 	writeFiles(t, dir, map[string]string{"ctx/Commitfile": "FROM " + env.base.Ref + "\nCOMMIT rootfs\n"})
 	out := filepath.Join(dir, "out.tar")
@@ -326,7 +326,7 @@ func writeChangeSet(t *testing.T, dir string, fill func(w *changeset.Writer)) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w, err := changeset.Create(dir)
+	w, err := changeset.Create(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

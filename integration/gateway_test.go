@@ -64,7 +64,7 @@ func gatewayFixture(t *testing.T, firstLine string) (ctxDir, cs string) {
 	cs = filepath.Join(dir, "cs")
 	writeChangeSet(t, cs, func(w *changeset.Writer) {
 		entry(t, w, &tar.Header{Name: "srv/index.html", Mode: 0o644, Uid: 33, Gid: 33, Size: 6}, "hello\n")
-		w.Delete("bin/vi")
+		_ = w.Delete("bin/vi")
 	})
 	ctxDir = filepath.Join(dir, "ctx")
 	writeFiles(t, ctxDir, map[string]string{"Dockerfile": firstLine + "FROM " + env.base.Ref + `

@@ -79,11 +79,6 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 
 func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	ctx := cmd.Context()
-	switch f.compression {
-	case "", "gzip", "zstd", "estargz", "uncompressed":
-	default:
-		return errors.Errorf("--compression=%s: want gzip, zstd, estargz or uncompressed", f.compression)
-	}
 	outputs, err := build.ParseOutput(f.outputs)
 	if err != nil {
 		return errors.Wrap(err, "--output")
@@ -118,6 +113,9 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		CompressionLevel: f.compressionLevel,
 		Outputs:          outputs,
 		Progress:         f.progress,
+		Warnf: func(format string, args ...any) {
+			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
+		},
 	})
 	if err != nil {
 		return err
@@ -129,6 +127,8 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		}
 		md["commit-frontend.exported-bytes"] = strconv.FormatInt(res.Exported, 10)
 		md["commit-frontend.fetched-bytes"] = strconv.FormatInt(res.Fetched, 10)
+		md["commit-frontend.sockets-skipped"] = strconv.Itoa(res.ChangeSet.Sockets)
+		md["commit-frontend.paused"] = res.Paused.String()
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
 		}

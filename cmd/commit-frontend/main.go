@@ -24,10 +24,10 @@ func main() {
 		}
 		return
 	}
-	ctx := appcontext.Context()
+	ctx := signalContext()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		printError(os.Stderr, err)
-		os.Exit(exitCode(err))
+		os.Exit(exitCode(ctx))
 	}
 }
 
@@ -39,14 +39,15 @@ func printError(w io.Writer, err error) {
 	if len(srcs) > 0 && srcs[0].Info != nil && len(srcs[0].Ranges) > 0 {
 		prefix = fmt.Sprintf("%s:%d: ", srcs[0].Info.Filename, srcs[0].Ranges[0].Start.Line)
 	}
-	fmt.Fprintf(w, "commit-frontend: %s%v\n", prefix, err)
+	fmt.Fprintf(w, "commit-frontend: %s%s\n", prefix, printable(err.Error()))
 	for _, s := range srcs {
 		_ = s.Print(w)
 	}
 }
 
-func exitCode(err error) int {
-	if ctxErr := context.Cause(appcontext.Context()); ctxErr != nil {
+// exitCode is 130 for a run ended by a signal, as shells report SIGINT.
+func exitCode(ctx context.Context) int {
+	if context.Cause(ctx) != nil {
 		return 130
 	}
 	return 1

@@ -87,3 +87,13 @@ func WriteMetadata(path string, resp map[string]string) error {
 	}
 	return os.WriteFile(path, dt, 0o644)
 }
+
+// CheckProgress refuses a progress mode that the display would refuse, so
+// that the mistake is found before anything is paused or read.
+func CheckProgress(mode string) error {
+	switch progressui.DisplayMode(mode) {
+	case "", progressui.AutoMode, progressui.QuietMode, progressui.TtyMode, progressui.PlainMode, progressui.RawJSONMode:
+		return nil
+	}
+	return errors.Errorf("--progress=%s: want auto, plain, tty, quiet or rawjson", mode)
+}

@@ -1,0 +1,304 @@
+package commit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/errdefs"
+	digest "github.com/opencontainers/go-digest"
+	"github.com/pkg/errors"
+	"golang.org/x/sys/unix"
+)
+
+// StateDirEnv names a directory to keep locks and pause records in instead
+// of the default (/run/commit-frontend for root, else
+// $XDG_RUNTIME_DIR/commit-frontend). It must belong to the user running the
+// commit and be writable by nobody else.
+const StateDirEnv = "COMMIT_FRONTEND_STATE_DIR"
+
+// LockTimeout is how long a commit waits for another commit of the same
+// container to finish reading it.
+var LockTimeout = 5 * time.Minute
+
+// resumeFor is how long a resume is retried (containerd may be restarting).
+const resumeFor = time.Minute
+
+// stateDir opens the directory holding locks and pause records: created
+// if missing, never through a symlink, owned by this user and writable by
+// nobody else, and the same whatever TMPDIR says.
+func stateDir() (*os.File, error) {
+	dir := os.Getenv(StateDirEnv)
+	if dir == "" {
+		if os.Geteuid() == 0 {
+			dir = "/run/commit-frontend"
+		} else if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" {
+			dir = filepath.Join(rt, "commit-frontend")
+		} else {
+			return nil, errors.Errorf("no place for commit-frontend's locks: run as root, or set XDG_RUNTIME_DIR or %s", StateDirEnv)
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
+		return nil, errors.Wrap(err, "creating the state directory")
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, errors.Wrapf(err, "state directory %s (it must be a directory, not a symlink)", dir)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+		unix.Close(fd)
+		return nil, errors.Errorf("state directory %s belongs to uid %d with mode %o: it must belong to uid %d and be writable by nobody else; remove it and commit again", dir, st.Uid, st.Mode&0o7777, os.Geteuid())
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
+// openState opens (creating it) a file in the state directory, never
+// through a symlink, and checks it is a plain file of this user's.
+func openState(dir *os.File, name string) (*os.File, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o600)
+	if err != nil {
+		return nil, errors.Wrapf(err, "opening %s/%s", dir.Name(), name)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != os.Geteuid() || st.Nlink != 1 {
+		unix.Close(fd)
+		return nil, errors.Errorf("%s/%s is not a plain file of uid %d: remove it and commit again", dir.Name(), name, os.Geteuid())
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name)), nil
+}
+
+// guard is what a commit holds while it may pause a container: the
+// container's lock, and a record that says it paused it.
+type guard struct {
+	dir    *os.File
+	lock   *os.File
+	record string
+	task   containerd.Task
+	id     string
+	warnf  func(string, ...any)
+}
+
+// lockContainer takes the exclusive lock of one container's snapshot, shared
+// by every commit-frontend process on the machine, waiting at most
+// LockTimeout. A container that an earlier commit paused and never resumed
+// (it was killed) is resumed first.
+func lockContainer(ctx context.Context, ns, snapshotter, snapshot, id string, task containerd.Task, warnf func(string, ...any)) (*guard, error) {
+	dir, err := stateDir()
+	if err != nil {
+		return nil, err
+	}
+	key := sanitizeID(ns) + "_" + sanitizeID(snapshotter) + "_" + digest.FromString(snapshot).Encoded()[:32]
+	f, err := openState(dir, key+".lock")
+	if err != nil {
+		dir.Close()
+		return nil, err
+	}
+	g := &guard{dir: dir, lock: f, record: key + ".paused", task: task, id: id, warnf: warnf}
+	deadline := time.Now().Add(LockTimeout)
+	told := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			g.close()
+			return nil, errors.Wrap(err, "container lock")
+		}
+		holder := g.holder()
+		if !told && warnf != nil {
+			warnf("waiting for %s, which is committing container %s", holder, id)
+			told = true
+		}
+		if time.Now().After(deadline) {
+			g.close()
+			return nil, errors.Errorf("container %s: %s has been committing it for more than %s (lock %s)", id, holder, LockTimeout, f.Name())
+		}
+		select {
+		case <-ctx.Done():
+			g.close()
+			return nil, context.Cause(ctx)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if err := g.repair(ctx); err != nil {
+		g.unlock()
+		return nil, err
+	}
+	return g, nil
+}
+
+// holder describes the process holding the lock, as far as its file says.
+func (g *guard) holder() string {
+	buf := make([]byte, 32)
+	n, _ := g.lock.ReadAt(buf, 0)
+	if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
+		return "commit-frontend process " + pid
+	}
+	return "another commit-frontend process"
+}
+
+// repair resumes a container that a killed commit left paused.
+func (g *guard) repair(ctx context.Context) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(g.dir.Fd()), g.record, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil
+	}
+	s, err := g.task.Status(ctx)
+	if err != nil {
+		return errors.Wrapf(err, "container %s: task status", g.id)
+	}
+	if s.Status == containerd.Paused {
+		if err := g.resume(ctx); err != nil {
+			return err
+		}
+		if g.warnf != nil {
+			g.warnf("container %s was left paused by an earlier commit that did not finish; resumed it", g.id)
+		}
+		return nil
+	}
+	return g.clearRecord()
+}
+
+// pause pauses the container and returns the function that resumes it,
+// to run on every way out. The record is written first: a commit killed
+// from here on leaves it for the next commit of the container to see.
+func (g *guard) pause(ctx context.Context) (resume func() error, err error) {
+	f, err := openState(g.dir, g.record)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	f.Close()
+	// Not cancelled by Ctrl-C: a Pause abandoned half-way may still
+	// take effect, and the container must then be resumed.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	perr := g.task.Pause(pctx)
+	resume = func() error { return g.resume(ctx) }
+	if perr != nil {
+		if err := resume(); err != nil {
+			return nil, errors.Wrapf(err, "pausing container %s failed (%v), and resuming it too", g.id, perr)
+		}
+		return nil, errors.Wrapf(perr, "pausing container %s", g.id)
+	}
+	return resume, nil
+}
+
+// resume resumes the container, retrying while containerd does not answer;
+// a task that is not paused (any more) is left as it is.
+func (g *guard) resume(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resumeFor)
+	defer cancel()
+	for {
+		err := g.task.Resume(rctx)
+		if err == nil {
+			return g.clearRecord()
+		}
+		if s, serr := g.task.Status(rctx); serr == nil && s.Status != containerd.Paused {
+			return g.clearRecord()
+		} else if errdefs.IsNotFound(err) || errdefs.IsNotFound(serr) {
+			return g.clearRecord()
+		}
+		select {
+		case <-rctx.Done():
+			return errors.Wrapf(err, "resuming container %s: it is still paused; the next commit of it resumes it, or run: ctr tasks resume %s", g.id, g.id)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (g *guard) clearRecord() error {
+	if err := unix.Unlinkat(int(g.dir.Fd()), g.record, 0); err != nil && err != unix.ENOENT {
+		return errors.Wrap(err, "removing the pause record")
+	}
+	return nil
+}
+
+// unlock releases the lock.
+func (g *guard) unlock() {
+	_ = unix.Flock(int(g.lock.Fd()), unix.LOCK_UN)
+	g.close()
+}
+
+func (g *guard) close() {
+	g.lock.Close()
+	g.dir.Close()
+}
+
+// Lease labels that tie a lease to the process that made it.
+const (
+	leasePIDLabel   = "commit-frontend/pid"
+	leaseStartLabel = "commit-frontend/start"
+	leaseBootLabel  = "commit-frontend/boot"
+)
+
+// leaseLabels names this process: its pid and its start time, so that a
+// pid used again later is not taken for it.
+func leaseLabels() map[string]string {
+	pid := os.Getpid()
+	return map[string]string{leasePIDLabel: strconv.Itoa(pid), leaseStartLabel: procStart(pid), leaseBootLabel: bootID()}
+}
+
+// bootID names this boot of this machine: a lease of another machine
+// sharing the containerd is never taken for one of a dead local process.
+func bootID() string {
+	dt, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(dt))
+}
+
+// procStart is a process's start time in clock ticks since boot, or "".
+func procStart(pid int) string {
+	dt, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(dt)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		if f := strings.Fields(s[i+1:]); len(f) > 19 {
+			return f[19]
+		}
+	}
+	return ""
+}
+
+// removeStaleLeases deletes the leases of commits whose process is gone (a
+// commit killed with SIGKILL cannot end its own).
+func removeStaleLeases(ctx context.Context, cc *containerd.Client) error {
+	lm := cc.LeasesService()
+	ls, err := lm.List(ctx, `labels."`+leasePIDLabel+`"`)
+	if err != nil {
+		return errors.Wrap(err, "listing leases")
+	}
+	boot := bootID()
+	for _, l := range ls {
+		if l.Labels[leaseBootLabel] != boot {
+			continue
+		}
+		pid, err := strconv.Atoi(l.Labels[leasePIDLabel])
+		if err != nil || (pid > 0 && procStart(pid) == l.Labels[leaseStartLabel] && procStart(pid) != "") {
+			continue
+		}
+		if err := lm.Delete(ctx, leases.Lease{ID: l.ID}); err != nil && !errdefs.IsNotFound(err) {
+			return errors.Wrapf(err, "removing the lease %s of a commit that did not finish", l.ID)
+		}
+	}
+	return nil
+}

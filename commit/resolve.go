@@ -1,0 +1,148 @@
+package commit
+
+import (
+	"context"
+	"strings"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
+	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/worker/label"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+
+	"github.com/commit-frontend/commit-frontend/exporter"
+)
+
+// target is what the commit reads from containerd.
+type target struct {
+	snapshotter string
+	snapshot    string
+	image       images.Image
+	manifest    ocispecs.Descriptor
+	platform    ocispecs.Platform
+	createdBy   string
+	task        containerd.Task
+}
+
+// resolve reads the container record (or the overrides) and its image.
+func resolve(ctx context.Context, opt Options) (*target, error) {
+	cc := opt.Containerd
+	tg := &target{snapshotter: opt.Snapshotter, snapshot: opt.Snapshot}
+	imageRef := opt.Base
+	c, err := cc.LoadContainer(ctx, opt.Container)
+	switch {
+	case err == nil:
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, errors.Wrapf(err, "container %s", opt.Container)
+		}
+		if tg.snapshotter == "" {
+			tg.snapshotter = info.Snapshotter
+		}
+		if tg.snapshot == "" {
+			tg.snapshot = info.SnapshotKey
+		}
+		if imageRef == "" {
+			imageRef = info.Image
+		}
+		if spec, err := c.Spec(ctx); err == nil && spec.Process != nil {
+			tg.createdBy = strings.Join(spec.Process.Args, " ")
+		}
+		if t, err := c.Task(ctx, nil); err == nil {
+			tg.task = t
+		} else if !errdefs.IsNotFound(err) {
+			return nil, errors.Wrapf(err, "container %s: task", opt.Container)
+		}
+	case errdefs.IsNotFound(err):
+		if opt.Snapshot == "" || opt.Base == "" {
+			return nil, errors.Errorf("no such container: %s (namespace %s); for a container without a containerd record give --snapshot and --base", opt.Container, opt.Namespace)
+		}
+	default:
+		return nil, errors.Wrapf(err, "loading container %s", opt.Container)
+	}
+	if tg.snapshotter == "" {
+		tg.snapshotter = "overlayfs"
+	}
+	if tg.snapshot == "" {
+		return nil, errors.Errorf("container %s has no snapshot", opt.Container)
+	}
+	if imageRef == "" {
+		return nil, errors.Errorf("container %s has no image: give the base image with --base", opt.Container)
+	}
+	img, err := cc.ImageService().Get(ctx, imageRef)
+	if err != nil {
+		return nil, errors.Wrapf(err, "image %s of container %s", imageRef, opt.Container)
+	}
+	tg.image = img
+	m, p, err := platformManifest(ctx, cc, img.Target)
+	if err != nil {
+		return nil, errors.Wrapf(err, "image %s", imageRef)
+	}
+	tg.manifest, tg.platform = m, p
+	if _, err := cc.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
+		return nil, errors.Wrapf(err, "snapshot %s in snapshotter %s", tg.snapshot, tg.snapshotter)
+	}
+	return tg, nil
+}
+
+
+// imageName normalises REPOSITORY[:TAG] as docker and nerdctl store it.
+func imageName(ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", errors.Wrapf(err, "invalid reference %q", ref)
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return "", errors.Errorf("invalid reference %q: a commit cannot be named by digest", ref)
+	}
+	return reference.TagNameOnly(named).String(), nil
+}
+
+func sanitizeID(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	return b.String()
+}
+
+
+// platformManifest picks the manifest of target for this machine's platform.
+func platformManifest(ctx context.Context, cc *containerd.Client, target ocispecs.Descriptor) (ocispecs.Descriptor, ocispecs.Platform, error) {
+	return exporter.PlatformManifest(ctx, cc.ContentStore(), target, platforms.Default())
+}
+
+
+// sharesContainerd tells whether buildkitd's default worker is a containerd
+// worker on the containerd cc talks to, in namespace ns, with the
+// snapshotter the container uses.
+func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.Client, ns, snapshotter string) (bool, error) {
+	ws, err := bk.ListWorkers(ctx)
+	if err != nil {
+		return false, errors.Wrap(err, "listing buildkitd's workers")
+	}
+	if len(ws) == 0 {
+		return false, errors.New("buildkitd has no workers")
+	}
+	l := ws[0].Labels
+	if l[label.Executor] != "containerd" || l[label.ContainerdNamespace] != ns || l[label.Snapshotter] != snapshotter {
+		return false, nil
+	}
+	srv, err := cc.Server(ctx)
+	if err != nil {
+		return false, errors.Wrap(err, "asking containerd for its UUID")
+	}
+	return srv.UUID != "" && l[label.ContainerdUUID] == srv.UUID, nil
+}
+
