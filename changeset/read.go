@@ -33,7 +33,6 @@ func (o UpperOpt) xattr(name string) string {
 // sockets are left out and counted. The cost follows the size of the
 // change, not of the whole filesystem.
 func FromUpperdir(ctx context.Context, upper string, opt UpperOpt, w *Writer) error {
-	w.userxattr = opt.UserXattr
 	root, err := openRoot(upper)
 	if err != nil {
 		return errors.Wrap(err, "reading the upper directory")

@@ -27,10 +27,10 @@ const (
 	// MaxRemovalBytes bounds the deletions and replaced directories: each
 	// travels in the LLB definition, and BuildKit takes definitions of at
 	// most 16 MiB. A removal costs its path plus RemovalOverhead bytes.
-	MaxRemovalBytes = 12 << 20
+	MaxRemovalBytes = 14 << 20
 	// RemovalOverhead is what one removal adds to the LLB definition
 	// besides its path (measured in the llb package's tests).
-	RemovalOverhead = 64
+	RemovalOverhead = 40
 )
 
 // HeaderName is the name of the PAX global header every change-set tar
@@ -52,9 +52,6 @@ type Writer struct {
 	m            Manifest
 	links        map[inode]string
 	buf          []byte
-	// userxattr: overlay's own attributes are user.overlay.* (a rootless
-	// mount), not trusted.overlay.*.
-	userxattr bool
 }
 
 type inode struct{ dev, ino uint64 }
@@ -189,6 +186,15 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 	}
 	if h.Typeflag == tar.TypeReg && st.Nlink > 1 {
 		key := inode{st.Dev, st.Ino}
+		// A file linked to a file of the base image may equal it in
+		// everything but its link count, and BuildKit's overlay differ
+		// would then leave it out of the layer, turning the link into a
+		// copy. One nanosecond on the mtime of every name of the file
+		// (extracting a link sets the mtime again) makes the differ see
+		// it; the layer writer keeps mtimes to the second, so the image
+		// does not.
+		h.ModTime = h.ModTime.Add(time.Nanosecond)
+		h.Format = tar.FormatPAX
 		if first, ok := w.links[key]; ok {
 			h.Typeflag = tar.TypeLink
 			h.Linkname = first
@@ -196,13 +202,6 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 			return w.WriteEntry(h, nil)
 		}
 		w.links[key] = n.rel
-		// A file linked to a file of the base image may equal it in
-		// everything but its link count, and BuildKit's overlay differ
-		// would then leave it out of the layer, turning the link into a
-		// copy. One nanosecond on its mtime makes the differ see it; the
-		// layer writer keeps mtimes to the second, so the image does not.
-		h.ModTime = h.ModTime.Add(time.Nanosecond)
-		h.Format = tar.FormatPAX
 	}
 	if h.Typeflag != tar.TypeReg || h.Size == 0 {
 		if data != nil {
@@ -232,13 +231,13 @@ func checkSize(f *os.File, n *node, size int64) error {
 	return nil
 }
 
-// overlayXattr tells whether k is one of overlayfs' own attributes, which
-// describe the upper directory, not the container's files.
+// overlayXattr tells whether k is named like one of overlayfs' own
+// attributes. Those of the mount describe the upper directory, not the
+// container's files; and the others (user.overlay.* on a rootful mount,
+// set by the container) would be read as marks by BuildKit's overlay
+// differ once extracted into its snapshot. No layer keeps either.
 func (w *Writer) overlayXattr(k string) bool {
-	if strings.HasPrefix(k, "trusted.overlay.") {
-		return true
-	}
-	return w.userxattr && strings.HasPrefix(k, "user.overlay.")
+	return strings.HasPrefix(k, "trusted.overlay.") || strings.HasPrefix(k, "user.overlay.")
 }
 
 // Delete records that path was deleted.

@@ -7,7 +7,6 @@ package commit
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"os"
 	"strconv"
@@ -338,38 +337,11 @@ func parseChanges(changes []string) ([]instructions.Command, error) {
 // level that the layer writer would refuse after the solve. The names are
 // BuildKit's.
 func checkCompression(name string, level int, outputs []bkclient.ExportEntry) error {
-	check := func(what, name, level string) error {
-		attrs := map[string]string{}
-		if name != "" {
-			attrs["compression"] = name
-		}
-		if level != "" {
-			attrs["compression-level"] = level
-		}
-		cfg, err := compression.ParseAttributes(attrs)
-		if err != nil {
-			return errors.Wrap(err, what)
-		}
-		if cfg.Level == nil {
-			return nil
-		}
-		lo, hi := 0, 9
-		switch cfg.Type {
-		case compression.Zstd:
-			lo, hi = 1, 22
-		case compression.Uncompressed:
-			lo, hi = 0, 0
-		}
-		if l := *cfg.Level; l < lo || l > hi {
-			return errors.Errorf("%s: compression level %d is out of range for %s (%d to %d)", what, l, cfg.Type, lo, hi)
-		}
-		return nil
-	}
 	lvl := ""
 	if level != 0 {
 		lvl = strconv.Itoa(level)
 	}
-	if err := check("--compression", name, lvl); err != nil {
+	if err := checkLayerCompression(name, lvl); err != nil {
 		return err
 	}
 	for i, o := range outputs {
@@ -380,9 +352,40 @@ func checkCompression(name string, level int, outputs []bkclient.ExportEntry) er
 		if l == "" {
 			l = lvl
 		}
-		if err := check(fmt.Sprintf("--output %d", i+1), n, l); err != nil {
-			return err
+		if err := checkLayerCompression(n, l); err != nil {
+			return errors.Wrapf(err, "--output %d", i+1)
 		}
+	}
+	return nil
+}
+
+func checkLayerCompression(name, level string) error {
+	attrs := map[string]string{}
+	if name != "" {
+		attrs["compression"] = name
+	}
+	if level != "" {
+		attrs["compression-level"] = level
+	}
+	cfg, err := compression.ParseAttributes(attrs)
+	if err != nil {
+		if level != "" {
+			return errors.Wrapf(err, "--compression=%s --compression-level=%s", name, level)
+		}
+		return errors.Wrapf(err, "--compression=%s", name)
+	}
+	if cfg.Level == nil {
+		return nil
+	}
+	lo, hi := 0, 9
+	switch cfg.Type {
+	case compression.Zstd:
+		lo, hi = 1, 22
+	case compression.Uncompressed:
+		lo, hi = 0, 0
+	}
+	if l := *cfg.Level; l < lo || l > hi {
+		return errors.Errorf("--compression-level=%d is out of range for %s (%d to %d)", l, cfg.Type, lo, hi)
 	}
 	return nil
 }

@@ -322,7 +322,26 @@ func TestHostileSparseFile(t *testing.T) {
 	}
 	f.Close()
 	r := cfFail(t, "", append([]string{"commit"}, append(ctrArgs(ns), "sparse", "example.com/sparse:1")...)...)
-	if !strings.Contains(r.stderr, "huge-sparse is a sparse file of 4294967296 bytes") {
+	if !strings.Contains(r.stderr, `"huge-sparse" is a sparse file of 4294967296 bytes`) {
+		t.Errorf("stderr:\n%s", r.stderr)
+	}
+	checkNothingLeft(t, ct, "example.com/sparse:1")
+	// Under the limit one by one, over it together.
+	if err := os.Remove(filepath.Join(ct.root(t), "huge-sparse")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		f, err := os.Create(filepath.Join(ct.root(t), "sparse-"+n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(600 << 20); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	r = cfFail(t, "", append([]string{"commit"}, append(ctrArgs(ns), "sparse", "example.com/sparse:1")...)...)
+	if !strings.Contains(r.stderr, "bytes of holes in all") || !strings.Contains(r.stderr, "1073741824") {
 		t.Errorf("stderr:\n%s", r.stderr)
 	}
 	checkNothingLeft(t, ct, "example.com/sparse:1")

@@ -101,11 +101,17 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	env.cli = filepath.Join(dir, "bin", "commit-frontend")
-	build := exec.Command("go", "build", "-trimpath", "-o", env.cli, "./cmd/commit-frontend")
-	build.Dir = env.repoRoot
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return 1, fmt.Errorf("building commit-frontend: %v\n%s", err, out)
+	if cli := os.Getenv("CF_TEST_CLI"); cli != "" {
+		// Another build of the CLI (a release, an older commit), to hold
+		// it against the same tests.
+		env.cli = cli
+	} else {
+		build := exec.Command("go", "build", "-trimpath", "-o", env.cli, "./cmd/commit-frontend")
+		build.Dir = env.repoRoot
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("building commit-frontend: %v\n%s", err, out)
+		}
 	}
 	env.buildxCfg = filepath.Join(dir, "buildx")
 	code := m.Run()
