@@ -7,8 +7,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pkg/errors"
@@ -310,4 +310,3 @@ func cleanName(p string, dir bool) string {
 	}
 	return p
 }
-

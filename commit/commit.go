@@ -331,8 +331,6 @@ func parseChanges(changes []string) ([]instructions.Command, error) {
 	return out, nil
 }
 
-
-
 // checkCompression refuses, before anything is paused, a compression or a
 // level that the layer writer would refuse after the solve. The names are
 // BuildKit's.

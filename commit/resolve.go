@@ -89,7 +89,6 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 	return tg, nil
 }
 
-
 // imageName normalises REPOSITORY[:TAG] as docker and nerdctl store it.
 func imageName(ref string) (string, error) {
 	if ref == "" {
@@ -117,12 +116,10 @@ func sanitizeID(s string) string {
 	return b.String()
 }
 
-
 // platformManifest picks the manifest of target for this machine's platform.
 func platformManifest(ctx context.Context, cc *containerd.Client, target ocispecs.Descriptor) (ocispecs.Descriptor, ocispecs.Platform, error) {
 	return exporter.PlatformManifest(ctx, cc.ContentStore(), target, platforms.Default())
 }
-
 
 // sharesContainerd tells whether buildkitd's default worker is a containerd
 // worker on the containerd cc talks to, in namespace ns, with the
@@ -145,4 +142,3 @@ func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.C
 	}
 	return srv.UUID != "" && l[label.ContainerdUUID] == srv.UUID, nil
 }
-
