@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh Debian machine:
 # Debian packages (runc, busybox-static) and the daemons built from pinned Go
-# modules (buildkitd, buildctl, containerd, ctr, the runc shim, a registry, buildx).
+# modules (buildkitd, buildctl, containerd, ctr, the runc shim, a registry, buildx, dockerd, and the docker CLI where the machine has none).
 # Binaries are cached under $CF_BIN (default ~/.cache/commit-frontend/bin) by version,
 # so a second run costs nothing. Prints the bin directory on its last line.
 set -euo pipefail
@@ -32,7 +32,15 @@ build() {
   work=$(mktemp -d)
   cp -r "$dir/." "$work/"
   chmod -R u+w "$work"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -tags "$tags" -o "$CF_BIN/" "$@") >&2
+  local flags=-buildvcs=false
+  if [ ! -f "$work/go.mod" ] && [ -f "$work/vendor.mod" ]; then
+    # moby and docker/cli keep their module files as vendor.mod.
+    mv "$work/vendor.mod" "$work/go.mod"
+    mv "$work/vendor.sum" "$work/go.sum"
+    rm -rf "$work/vendor"
+    flags="-mod=mod -buildvcs=false"
+  fi
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$flags" go build -trimpath -tags "$tags" -o "$CF_BIN/" "$@") >&2
   rm -rf "$work"
   touch "$CF_BIN/.$stamp-$ver"
 }
@@ -45,4 +53,8 @@ p2=$!
 wait $p1 $p2
 build github.com/moby/buildkit "$BUILDKIT_VERSION" buildkit "" ./cmd/buildkitd ./cmd/buildctl
 build github.com/docker/buildx "$BUILDX_VERSION" buildx "" ./cmd/buildx
+build github.com/docker/docker "$MOBY_VERSION" dockerd "" ./cmd/dockerd
+if ! command -v docker >/dev/null 2>&1 && [ ! -x "$CF_BIN/docker" ]; then
+  build github.com/docker/cli "$DOCKER_CLI_VERSION" docker-cli "" ./cmd/docker
+fi
 echo "$CF_BIN"

@@ -635,3 +635,28 @@ func TestSessionStoreConfined(t *testing.T) {
 		t.Errorf("the other blob is gone: %v", err)
 	}
 }
+
+// TestFaultContainerdRestartWhilePaused: containerd going away while the
+// container is paused does not leave it paused: the resume is retried until
+// containerd is back.
+func TestFaultContainerdRestartWhilePaused(t *testing.T) {
+	const ns = "default"
+	const id = "ctrd-restart-paused"
+	ct := startContainer(t, ns, "overlayfs", id, bigChange, false)
+	ref := "example.com/ctrd-restart-paused:1"
+	cmd, _, stderr := startCommit(t, append(ctrArgs(ns), id, ref)...)
+	waitPaused(t, ct, cmd)
+	env.ctrd.Stop()
+	time.Sleep(2 * time.Second)
+	if err := env.ctrd.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if st := ct.status(t); st != containerd.Running {
+		t.Fatalf("container %s after containerd restarted (commit: %v)\n%s", st, err, stderr)
+	}
+	if err != nil {
+		checkNothingLeft(t, ct, ref)
+	}
+	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), id, ref)...)
+}
