@@ -7,6 +7,7 @@ package commit
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"os"
 	"strconv"
@@ -26,6 +27,8 @@ import (
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/util/compression"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	dockerclient "github.com/moby/moby/client"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
@@ -65,6 +68,14 @@ type Options struct {
 	Outputs []bkclient.ExportEntry
 	// Progress is the progress display mode; "quiet" shows nothing.
 	Progress string
+	// Docker, when set, is the Engine API of the Docker Engine holding the
+	// container: Container is then a docker name, ID or unique ID prefix,
+	// the image config is the one docker commit writes, and Containerd
+	// must be dockerd's containerd in DockerNamespace.
+	Docker *dockerclient.Client
+	// DockerExport tells that Buildkit is dockerd's own BuildKit: the image
+	// lands through its exporter, straight into docker's image store.
+	DockerExport bool
 	// Warnf, when set, is told what the user should know that is not an
 	// error: a wait for another commit, a container resumed for a commit
 	// that did not finish.
@@ -112,21 +123,35 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if err := solve.CheckProgress(opt.Progress); err != nil {
 		return nil, err
 	}
-	tg, err := resolve(ctx, opt)
-	if err != nil {
+	attrs := map[string]string{
+		"change":  strings.Join(opt.Changes, "\n"),
+		"author":  opt.Author,
+		"message": opt.Message,
+	}
+	var tg *target
+	if opt.Docker != nil {
+		var cfg *dockerspec.DockerOCIImageConfig
+		if tg, cfg, err = resolveDocker(ctx, opt); err != nil {
+			return nil, err
+		}
+		// The changes are in the config already: docker writes one
+		// history entry for the commit, not one per change.
+		dt, err := json.Marshal(cfg)
+		if err != nil {
+			return nil, err
+		}
+		delete(attrs, "change")
+		attrs["image-config"] = string(dt)
+	} else if tg, err = resolve(ctx, opt); err != nil {
 		return nil, err
 	}
+	attrs["created-by"] = tg.createdBy
 	j := &job{
 		cc: opt.Containerd, ns: opt.Namespace, bk: opt.Buildkit,
 		container: opt.Container, target: tg, pause: opt.Pause, name: name,
-		attrs: map[string]string{
-			"change":     strings.Join(opt.Changes, "\n"),
-			"author":     opt.Author,
-			"message":    opt.Message,
-			"created-by": tg.createdBy,
-		},
+		attrs:   attrs,
 		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
-		warnf: opt.Warnf,
+		warnf: opt.Warnf, dockerExport: opt.DockerExport,
 	}
 	return j.run(ctx)
 }
@@ -149,6 +174,7 @@ type job struct {
 	compressionLevel int
 	progress         string
 	warnf            func(string, ...any)
+	dockerExport     bool
 }
 
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
@@ -206,14 +232,22 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	// it belongs: no blob crosses the session and the new layer is already
 	// a snapshot there. Otherwise the OCI export streams the new blobs
 	// into containerd's content store through the session.
-	direct := false
-	if toStore {
+	direct := j.dockerExport
+	if toStore && !direct {
 		direct, err = sharesContainerd(ctx, cc, j.bk, j.ns, tg.snapshotter)
 		if err != nil {
 			return nil, err
 		}
 	}
 	switch {
+	case toStore && j.dockerExport:
+		// dockerd's exporter writes docker's image: record, gc labels,
+		// snapshots; without a name, docker's dangling image.
+		attrs := map[string]string{}
+		if j.name != "" {
+			attrs[string(exptypes.OptKeyName)] = j.name
+		}
+		so.Exports = []bkclient.ExportEntry{{Type: "moby", Attrs: attrs}}
 	case direct:
 		attrs := map[string]string{
 			string(exptypes.OptKeyUnpack): "true", string(exptypes.OptKeyOCITypes): "true",
@@ -288,6 +322,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	if direct {
 		// BuildKit wrote the record, labels and snapshots itself.
 		res.Name = resp.ExporterResponse[exptypes.ExporterImageNameKey]
+		if res.Name == "" {
+			res.Name = danglingPrefix + "@" + desc.Digest.String()
+		}
 		if _, err := cc.ImageService().Get(lctx, res.Name); err != nil {
 			return nil, errors.Wrapf(err, "the image buildkitd's containerd worker wrote (%q)", res.Name)
 		}

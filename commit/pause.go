@@ -82,13 +82,35 @@ func openState(dir *os.File, name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name)), nil
 }
 
+// pauser pauses and resumes a container: through its containerd task, or
+// through docker for a docker container.
+type pauser interface {
+	state(ctx context.Context) (containerd.ProcessStatus, error)
+	pause(ctx context.Context) error
+	resume(ctx context.Context) error
+}
+
+// taskPauser pauses a containerd task.
+type taskPauser struct{ t containerd.Task }
+
+func (p taskPauser) state(ctx context.Context) (containerd.ProcessStatus, error) {
+	s, err := p.t.Status(ctx)
+	if errdefs.IsNotFound(err) {
+		return containerd.Stopped, nil
+	}
+	return s.Status, err
+}
+
+func (p taskPauser) pause(ctx context.Context) error  { return p.t.Pause(ctx) }
+func (p taskPauser) resume(ctx context.Context) error { return p.t.Resume(ctx) }
+
 // guard is what a commit holds while it may pause a container: the
 // container's lock, and a record that says it paused it.
 type guard struct {
 	dir    *os.File
 	lock   *os.File
 	record string
-	task   containerd.Task
+	task   pauser
 	id     string
 	warnf  func(string, ...any)
 }
@@ -97,7 +119,7 @@ type guard struct {
 // by every commit-frontend process on the machine, waiting at most
 // LockTimeout. A container that an earlier commit paused and never resumed
 // (it was killed) is resumed first.
-func lockContainer(ctx context.Context, ns, snapshotter, snapshot, id string, task containerd.Task, warnf func(string, ...any)) (*guard, error) {
+func lockContainer(ctx context.Context, ns, snapshotter, snapshot, id string, task pauser, warnf func(string, ...any)) (*guard, error) {
 	dir, err := stateDir()
 	if err != nil {
 		return nil, err
@@ -161,11 +183,11 @@ func (g *guard) repair(ctx context.Context) error {
 	if err := unix.Fstatat(int(g.dir.Fd()), g.record, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil
 	}
-	s, err := g.task.Status(ctx)
+	s, err := g.task.state(ctx)
 	if err != nil {
 		return errors.Wrapf(err, "container %s: task status", g.id)
 	}
-	if s.Status == containerd.Paused {
+	if s == containerd.Paused {
 		if err := g.resume(ctx); err != nil {
 			return err
 		}
@@ -191,7 +213,7 @@ func (g *guard) pause(ctx context.Context) (resume func() error, err error) {
 	// take effect, and the container must then be resumed.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	perr := g.task.Pause(pctx)
+	perr := g.task.pause(pctx)
 	resume = func() error { return g.resume(ctx) }
 	if perr != nil {
 		if err := resume(); err != nil {
@@ -208,13 +230,11 @@ func (g *guard) resume(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resumeFor)
 	defer cancel()
 	for {
-		err := g.task.Resume(rctx)
+		err := g.task.resume(rctx)
 		if err == nil {
 			return g.clearRecord()
 		}
-		if s, serr := g.task.Status(rctx); serr == nil && s.Status != containerd.Paused {
-			return g.clearRecord()
-		} else if errdefs.IsNotFound(err) || errdefs.IsNotFound(serr) {
+		if s, serr := g.task.state(rctx); serr == nil && s != containerd.Paused {
 			return g.clearRecord()
 		}
 		select {

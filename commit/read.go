@@ -23,20 +23,20 @@ import (
 // only while its changes are read, and resumed on every way out.
 func readChanges(ctx context.Context, j *job, dir string, records map[string]string) (_ *changeset.Manifest, paused time.Duration, retErr error) {
 	tg := j.target
-	if tg.task != nil {
-		g, err := lockContainer(ctx, j.ns, tg.snapshotter, tg.snapshot, j.container, tg.task, j.warnf)
+	if tg.pauser != nil {
+		g, err := lockContainer(ctx, j.ns, tg.snapshotter, tg.snapshot, j.container, tg.pauser, j.warnf)
 		if err != nil {
 			return nil, 0, err
 		}
 		defer g.unlock()
 		if j.pause {
-			st, err := tg.task.Status(ctx)
+			st, err := tg.pauser.state(ctx)
 			if err != nil {
 				return nil, 0, errors.Wrapf(err, "container %s: task status", j.container)
 			}
 			// A container the user paused stays paused; one that is
 			// stopped has nothing to pause.
-			if st.Status == containerd.Running {
+			if st == containerd.Running {
 				start := time.Now()
 				resume, err := g.pause(ctx)
 				if err != nil {

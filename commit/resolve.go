@@ -25,7 +25,8 @@ type target struct {
 	manifest    ocispecs.Descriptor
 	platform    ocispecs.Platform
 	createdBy   string
-	task        containerd.Task
+	// pauser pauses the container; nil for one without a task.
+	pauser pauser
 }
 
 // resolve reads the container record (or the overrides) and its image.
@@ -53,7 +54,7 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 			tg.createdBy = strings.Join(spec.Process.Args, " ")
 		}
 		if t, err := c.Task(ctx, nil); err == nil {
-			tg.task = t
+			tg.pauser = taskPauser{t}
 		} else if !errdefs.IsNotFound(err) {
 			return nil, errors.Wrapf(err, "container %s: task", opt.Container)
 		}

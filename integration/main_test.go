@@ -118,5 +118,6 @@ func setup(m *testing.M) (int, error) {
 	if env.ctrdWorker != nil {
 		env.ctrdWorker.Stop()
 	}
+	stopDockerd()
 	return code, nil
 }

@@ -12,7 +12,9 @@ import (
 	"github.com/commit-frontend/commit-frontend/commit"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
+	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
+	dockerclient "github.com/moby/moby/client"
 	"github.com/pkg/errors"
 	"github.com/spf13/cobra"
 )
@@ -36,6 +38,7 @@ type commitFlags struct {
 	snapshotter      string
 	snapshot         string
 	base             string
+	docker           bool
 }
 
 func newCommitCommand() *cobra.Command {
@@ -74,6 +77,7 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringVar(&f.snapshotter, "snapshotter", "", "snapshotter of the container's snapshot (default: the container's, else overlayfs)")
 	fl.StringVar(&f.snapshot, "snapshot", "", "snapshot key, for a container without a containerd record (docker keeps it under the container ID)")
 	fl.StringVar(&f.base, "base", "", "base image, for a container without a containerd record")
+	fl.BoolVar(&f.docker, "docker", false, "CONTAINER is a Docker Engine container (name, ID or unique ID prefix) at $DOCKER_HOST; the image is what docker commit makes, through dockerd's own BuildKit unless --addr or $BUILDKIT_HOST names another")
 	return cmd
 }
 
@@ -83,6 +87,25 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	if err != nil {
 		return errors.Wrap(err, "--output")
 	}
+	var dc *dockerclient.Client
+	if f.docker {
+		if dc, err = dockerclient.New(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation()); err != nil {
+			return errors.Wrap(err, "docker client")
+		}
+		defer dc.Close()
+		dcd, err := commit.CheckDockerStore(ctx, dc)
+		if err != nil {
+			return err
+		}
+		// dockerd says where its containerd and namespace are, unless
+		// the user said otherwise.
+		if !cmd.Flags().Changed("namespace") && os.Getenv("CONTAINERD_NAMESPACE") == "" {
+			f.namespace = dcd.Namespace
+		}
+		if !cmd.Flags().Changed("address") && os.Getenv("CONTAINERD_ADDRESS") == "" && dcd.Address != "" {
+			f.address = dcd.Address
+		}
+	}
 	cc, err := containerd.New(f.address, containerd.WithDefaultNamespace(f.namespace))
 	if err != nil {
 		return errors.Wrapf(err, "connecting to containerd at %s", f.address)
@@ -91,8 +114,13 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	if _, err := cc.Version(ctx); err != nil {
 		return errors.Wrapf(err, "containerd at %s does not answer", f.address)
 	}
-	bk, err := solve.Connect(ctx, solve.Addr(f.addr))
-	if err != nil {
+	var bk *bkclient.Client
+	dockerExport := f.docker && f.addr == "" && os.Getenv("BUILDKIT_HOST") == ""
+	if dockerExport {
+		if bk, err = commit.DockerBuildkit(ctx, dc); err != nil {
+			return errors.Wrapf(err, "connecting to dockerd's BuildKit at %s", dc.DaemonHost())
+		}
+	} else if bk, err = solve.Connect(ctx, solve.Addr(f.addr)); err != nil {
 		return err
 	}
 	defer bk.Close()
@@ -113,6 +141,8 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		CompressionLevel: f.compressionLevel,
 		Outputs:          outputs,
 		Progress:         f.progress,
+		Docker:           dc,
+		DockerExport:     dockerExport,
 		Warnf: func(format string, args ...any) {
 			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
 		},
@@ -133,12 +163,19 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 			return err
 		}
 	}
+	id := res.ImageID
+	if f.docker && res.Manifest.Digest != "" {
+		// docker's image ID in its containerd image store is the
+		// manifest's digest: what docker commit prints and docker images
+		// shows.
+		id = res.Manifest.Digest
+	}
 	if f.iidfile != "" {
-		if err := os.WriteFile(f.iidfile, []byte(res.ImageID.String()), 0o644); err != nil {
+		if err := os.WriteFile(f.iidfile, []byte(id.String()), 0o644); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintln(cmd.OutOrStdout(), res.ImageID)
+	fmt.Fprintln(cmd.OutOrStdout(), id)
 	return nil
 }
 

@@ -7,6 +7,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -373,4 +374,101 @@ func (c *Containerd) Ctr(ctx context.Context, ns string, args ...string) (string
 		return out.String(), errors.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out.String(), nil
+}
+
+// Dockerd is a running Docker Engine with the containerd image store, on
+// a containerd of the environment.
+type Dockerd struct {
+	*Proc
+	// Host is its DOCKER_HOST (unix://).
+	Host string
+	// Root is its data root.
+	Root string
+}
+
+// StartDockerd starts dockerd with the containerd image store on the
+// containerd at containerdAddr, with no network of its own (no bridge, no
+// iptables), its state under dir. With snapshotter false it runs with
+// docker's own graph drivers instead, as docker did before the containerd
+// image store.
+func StartDockerd(ctx context.Context, dir, containerdAddr string, containerdStore bool) (*Dockerd, error) {
+	bin, err := Bin("dockerd")
+	if err != nil {
+		return nil, err
+	}
+	name, ns := "dockerd", "moby"
+	if !containerdStore {
+		// Beside the other on the same containerd.
+		name, ns = "dockerd-graph", "moby-graph"
+	}
+	base := filepath.Join(dir, name)
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return nil, err
+	}
+	cfg := map[string]any{
+		"features":                     map[string]bool{"containerd-snapshotter": containerdStore},
+		"containerd-namespace":         ns,
+		"containerd-plugins-namespace": ns + "-plugins",
+		"iptables":                     false,
+		"ip6tables":                    false,
+		"bridge":                       "none",
+		"userland-proxy":               false,
+	}
+	dt, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(base, "daemon.json")
+	if err := os.WriteFile(cfgPath, dt, 0o644); err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(base, "docker.sock")
+	// exec-root holds sockets: keep its path short.
+	execRoot, err := os.MkdirTemp("", "cfd")
+	if err != nil {
+		return nil, err
+	}
+	p, err := start(dir, name, bin, "--config-file", cfgPath, "--containerd", containerdAddr,
+		"--data-root", filepath.Join(base, "root"), "--exec-root", execRoot,
+		"--pidfile", filepath.Join(base, "docker.pid"), "-H", "unix://"+sock)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(p, 90*time.Second, func() error {
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("GET /_ping HTTP/1.0\r\n\r\n")); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		if !bytes.Contains(buf[:n], []byte(" 200 ")) {
+			return errors.Errorf("ping: %q", buf[:n])
+		}
+		return nil
+	}); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return &Dockerd{Proc: p, Host: "unix://" + sock, Root: filepath.Join(base, "root")}, nil
+}
+
+// Docker runs the docker CLI against the daemon.
+func (d *Dockerd) Docker(ctx context.Context, args ...string) (string, error) {
+	bin := "docker"
+	if p, err := Bin("docker"); err == nil {
+		bin = p
+	}
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-H", d.Host}, args...)...)
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.Root), "config"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), errors.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
 }

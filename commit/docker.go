@@ -1,0 +1,185 @@
+package commit
+
+import (
+	"context"
+	"net"
+	"strings"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	bkclient "github.com/moby/buildkit/client"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	dockercontainer "github.com/moby/moby/api/types/container"
+	dockerclient "github.com/moby/moby/client"
+	"github.com/pkg/errors"
+
+	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
+	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
+)
+
+// DockerNamespace is the containerd namespace of Docker Engine's images,
+// containers and snapshots.
+const DockerNamespace = "moby"
+
+// DockerBuildkit is a client of the BuildKit inside dockerd, reached
+// through the Engine API as buildx's docker driver reaches it: gRPC over a
+// hijacked POST /grpc, the session over POST /session.
+func DockerBuildkit(ctx context.Context, dc *dockerclient.Client) (*bkclient.Client, error) {
+	return bkclient.New(ctx, "",
+		bkclient.WithContextDialer(func(context.Context, string) (net.Conn, error) {
+			return dc.DialHijack(ctx, "/grpc", "h2c", nil)
+		}),
+		bkclient.WithSessionDialer(func(ctx context.Context, proto string, meta map[string][]string) (net.Conn, error) {
+			return dc.DialHijack(ctx, "/session", proto, meta)
+		}))
+}
+
+// DockerContainerd is where a Docker Engine keeps its containers and
+// images in containerd.
+type DockerContainerd struct {
+	// Address is the containerd socket dockerd uses.
+	Address string
+	// Namespace is dockerd's containerd namespace (DockerNamespace unless
+	// dockerd was told otherwise).
+	Namespace string
+}
+
+// CheckDockerStore fails unless dockerd keeps its images in containerd (the
+// containerd image store), which is what a commit lands in, and tells
+// which containerd and namespace it uses.
+func CheckDockerStore(ctx context.Context, dc *dockerclient.Client) (DockerContainerd, error) {
+	info, err := dc.Info(ctx, dockerclient.InfoOptions{})
+	if err != nil {
+		return DockerContainerd{}, errors.Wrapf(err, "asking docker at %s for its storage", dc.DaemonHost())
+	}
+	dcd := DockerContainerd{Namespace: DockerNamespace}
+	if c := info.Info.Containerd; c != nil {
+		dcd.Address = c.Address
+		if c.Namespaces.Containers != "" {
+			dcd.Namespace = c.Namespaces.Containers
+		}
+	}
+	for _, kv := range info.Info.DriverStatus {
+		if kv[0] == "driver-type" && kv[1] == "io.containerd.snapshotter.v1" {
+			return dcd, nil
+		}
+	}
+	return dcd, errors.Errorf(`docker at %s keeps its images with the %q storage driver, not in containerd: turn on the containerd image store (in /etc/docker/daemon.json: {"features": {"containerd-snapshotter": true}}, then restart dockerd; Docker Desktop: Settings, General, "Use containerd for pulling and storing images")`, dc.DaemonHost(), info.Info.Driver)
+}
+
+// dockerPauser pauses a container through docker, so that docker's own
+// view (docker ps) stays right.
+type dockerPauser struct {
+	dc *dockerclient.Client
+	id string
+}
+
+func (p *dockerPauser) state(ctx context.Context) (containerd.ProcessStatus, error) {
+	r, err := p.dc.ContainerInspect(ctx, p.id, dockerclient.ContainerInspectOptions{})
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return containerd.Stopped, nil
+		}
+		return "", err
+	}
+	switch st := r.Container.State; {
+	case st == nil:
+		return containerd.Unknown, nil
+	case st.Paused:
+		return containerd.Paused, nil
+	case st.Running:
+		return containerd.Running, nil
+	}
+	return containerd.Stopped, nil
+}
+
+func (p *dockerPauser) pause(ctx context.Context) error {
+	_, err := p.dc.ContainerPause(ctx, p.id, dockerclient.ContainerPauseOptions{})
+	return err
+}
+
+func (p *dockerPauser) resume(ctx context.Context) error {
+	_, err := p.dc.ContainerUnpause(ctx, p.id, dockerclient.ContainerUnpauseOptions{})
+	return err
+}
+
+// resolveDocker finds a docker container by name, ID or unique ID prefix:
+// its snapshot (keyed by its ID; docker's init layer below it stays out of
+// the commit), its image in containerd, and the image config docker commit
+// would write (the container's config with the changes applied).
+func resolveDocker(ctx context.Context, opt Options) (*target, *dockerspec.DockerOCIImageConfig, error) {
+	dc := opt.Docker
+	r, err := dc.ContainerInspect(ctx, opt.Container, dockerclient.ContainerInspectOptions{})
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, nil, errors.Errorf("no such docker container: %s (docker at %s)", opt.Container, dc.DaemonHost())
+		}
+		return nil, nil, errors.Wrapf(err, "docker container %s", opt.Container)
+	}
+	ct := r.Container
+	info, err := dc.Info(ctx, dockerclient.InfoOptions{})
+	if err != nil {
+		return nil, nil, errors.Wrap(err, "docker info")
+	}
+	tg := &target{snapshotter: info.Info.Driver, snapshot: ct.ID, pauser: &dockerPauser{dc: dc, id: ct.ID}}
+	if opt.Snapshotter != "" {
+		tg.snapshotter = opt.Snapshotter
+	}
+	if ct.Config != nil {
+		tg.createdBy = strings.Join(ct.Config.Cmd, " ")
+	}
+	cc := opt.Containerd
+	imgs, err := cc.ImageService().List(ctx, "target.digest=="+ct.Image)
+	if err != nil {
+		return nil, nil, errors.Wrapf(err, "finding image %s of container %s", ct.Image, opt.Container)
+	}
+	if len(imgs) == 0 {
+		return nil, nil, errors.Errorf("image %s of docker container %s is not in containerd's namespace %s", ct.Image, opt.Container, opt.Namespace)
+	}
+	tg.image = imgs[0]
+	if tg.manifest, tg.platform, err = platformManifest(ctx, cc, tg.image.Target); err != nil {
+		return nil, nil, errors.Wrapf(err, "image %s", ct.Image)
+	}
+	if _, err := cc.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
+		return nil, nil, errors.Wrapf(err, "snapshot of docker container %s in snapshotter %s", opt.Container, tg.snapshotter)
+	}
+	cfg, err := dockerCommitConfig(ct.Config, opt.Changes)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tg, cfg, nil
+}
+
+// dockerCommitConfig is the image config docker commit writes: the
+// container's config converted as moby's containerd image store converts
+// it, with the changes applied by docker's rules.
+func dockerCommitConfig(c *dockercontainer.Config, changes []string) (*dockerspec.DockerOCIImageConfig, error) {
+	img := &dockerspec.DockerOCIImage{}
+	if c != nil {
+		cfg := &img.Config
+		cfg.User, cfg.Env, cfg.Entrypoint, cfg.Cmd = c.User, c.Env, c.Entrypoint, c.Cmd
+		cfg.Volumes, cfg.WorkingDir, cfg.Labels, cfg.StopSignal = c.Volumes, c.WorkingDir, c.Labels, c.StopSignal
+		cfg.ArgsEscaped = c.ArgsEscaped //nolint:staticcheck // docker keeps it in the image
+		if len(c.ExposedPorts) > 0 {
+			cfg.ExposedPorts = map[string]struct{}{}
+			for p := range c.ExposedPorts {
+				cfg.ExposedPorts[p.String()] = struct{}{}
+			}
+		}
+		if h := c.Healthcheck; h != nil {
+			cfg.Healthcheck = &dockerspec.HealthcheckConfig{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, StartInterval: h.StartInterval, Retries: h.Retries}
+		}
+		cfg.OnBuild, cfg.Shell = c.OnBuild, c.Shell
+	}
+	st := imageconfig.State{Image: img}
+	for i, ch := range changes {
+		cmd, err := commitfile.ParseChange(ch)
+		if err != nil {
+			return nil, errors.Wrapf(err, "--change %d (%q)", i+1, ch)
+		}
+		if st, err = imageconfig.Apply(st, cmd); err != nil {
+			return nil, errors.Wrapf(err, "--change %d (%q)", i+1, ch)
+		}
+	}
+	return &st.Image.Config, nil
+}

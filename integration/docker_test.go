@@ -1,0 +1,255 @@
+package integration
+
+// Tests against a real Docker Engine (dockerd built from the pinned moby
+// module) with the containerd image store on the test containerd.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/internal/testenv"
+	"github.com/containerd/containerd/v2/core/content"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+)
+
+var dockerEnv struct {
+	once sync.Once
+	d    *testenv.Dockerd
+	err  error
+}
+
+// dockerd starts, once, a dockerd with the containerd image store on the
+// test containerd, with the busybox base image loaded.
+func dockerd(t *testing.T) *testenv.Dockerd {
+	t.Helper()
+	dockerEnv.once.Do(func() {
+		ctx := context.Background()
+		d, err := testenv.StartDockerd(ctx, env.dir, env.ctrd.Addr, true)
+		if err != nil {
+			dockerEnv.err = err
+			return
+		}
+		dockerEnv.d = d
+		if _, err := d.Docker(ctx, "load", "-i", env.base.Tar); err != nil {
+			dockerEnv.err = err
+		}
+	})
+	if dockerEnv.err != nil {
+		t.Fatalf("dockerd: %v", dockerEnv.err)
+	}
+	return dockerEnv.d
+}
+
+func stopDockerd() {
+	if dockerEnv.d != nil {
+		dockerEnv.d.Stop()
+	}
+}
+
+// docker runs the docker CLI and fails the test if it fails.
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := dockerd(t).Docker(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// dockerRun starts a container running script and waits for /ready.
+func dockerRun(t *testing.T, name string, runArgs []string, script string) string {
+	t.Helper()
+	args := append([]string{"run", "-d", "--network", "none", "--name", name}, runArgs...)
+	id := docker(t, append(args, "busybox", "sh", "-c", script)...)
+	t.Cleanup(func() {
+		_, _ = dockerd(t).Docker(context.Background(), "rm", "-f", name)
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := dockerd(t).Docker(context.Background(), "exec", name, "test", "-f", "/ready"); err == nil {
+			return id
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("container %s did not get ready", name)
+	return ""
+}
+
+// cfDocker runs `commit-frontend commit --docker` against the test dockerd.
+func cfDocker(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// No containerd address, namespace or buildkitd: dockerd tells
+	// where its containerd is, and brings its own BuildKit.
+	cmd := exec.CommandContext(ctx, env.cli, append([]string{"commit", "--docker"}, args...)...)
+	var env2 []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BUILDKIT_HOST=") && !strings.HasPrefix(kv, "CONTAINERD_") {
+			env2 = append(env2, kv)
+		}
+	}
+	cmd.Env = append(env2, "DOCKER_HOST="+dockerd(t).Host)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return result{stdout.String(), stderr.String(), err}
+}
+
+// dockerImage reads an image's config from docker's containerd namespace.
+func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
+	t.Helper()
+	c := ctrd(t, "moby")
+	ctx := context.Background()
+	img, err := c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := imageManifest(t, c, img)
+	dt, err := content.ReadBlob(ctx, c.ContentStore(), m.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg dockerspec.DockerOCIImage
+	if err := json.Unmarshal(dt, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestDockerCommit commits the same docker container with docker commit and
+// with commit-frontend commit --docker, and compares the two images.
+func TestDockerCommit(t *testing.T) {
+	name := "docker-commit"
+	dockerRun(t, name, []string{"-e", "FOO=bar", "-w", "/tmp", "--label", "run=label"},
+		"echo hi > /tmp/hi; mkdir /data; echo x > /data/x; rm /bin/vi; touch /ready; exec sleep 3600")
+	change := []string{"-a", "Jane <jane@example.com>", "-m", "a message", "-c", "LABEL x=y", "-c", "EXPOSE 8080"}
+	start := time.Now().Add(-time.Second).Unix()
+	r := cfDocker(t, append(change, name, "example.com/ours:1")...)
+	if r.err != nil {
+		t.Fatalf("commit --docker: %v\n%s", r.err, r.stderr)
+	}
+	// The pause went through docker, so docker's view of the container
+	// was right all along.
+	events := docker(t, "events", "--since", strconv.FormatInt(start, 10), "--until", strconv.FormatInt(time.Now().Unix()+1, 10),
+		"--filter", "container="+name, "--format", "{{.Action}}")
+	if !strings.Contains(events, "pause") || !strings.Contains(events, "unpause") {
+		t.Errorf("docker saw no pause and unpause: %q", events)
+	}
+	ours := strings.TrimSpace(r.stdout)
+	theirs := docker(t, append(append([]string{"commit"}, change...), name, "example.com/theirs:1")...)
+	if !strings.HasPrefix(ours, "sha256:") || ours == theirs {
+		t.Fatalf("ours %q, docker's %q", ours, theirs)
+	}
+	if id := docker(t, "image", "inspect", "-f", "{{.Id}}", "example.com/ours:1"); id != ours {
+		t.Errorf("docker inspect says %s, commit printed %s", id, ours)
+	}
+	if !strings.Contains(docker(t, "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"), ours+" example.com/ours:1") {
+		t.Errorf("docker images does not list %s", ours)
+	}
+	o, d := dockerImage(t, "example.com/ours:1"), dockerImage(t, "example.com/theirs:1")
+	if !reflect.DeepEqual(o.Config, d.Config) {
+		oj, _ := json.MarshalIndent(o.Config, "", "  ")
+		dj, _ := json.MarshalIndent(d.Config, "", "  ")
+		t.Errorf("config differs from docker commit's:\nours:\n%s\ndocker's:\n%s", oj, dj)
+	}
+	if !reflect.DeepEqual(o.RootFS, d.RootFS) {
+		t.Errorf("layers differ: ours %v, docker's %v", o.RootFS.DiffIDs, d.RootFS.DiffIDs)
+	}
+	if len(o.History) != len(d.History) {
+		t.Fatalf("%d history entries, docker %d:\nours %+v\ndocker's %+v", len(o.History), len(d.History), o.History, d.History)
+	}
+	oh, dh := o.History[len(o.History)-1], d.History[len(d.History)-1]
+	if oh.CreatedBy != dh.CreatedBy || oh.Author != dh.Author || oh.Comment != dh.Comment || oh.EmptyLayer != dh.EmptyLayer {
+		t.Errorf("history entry %+v, docker's %+v", oh, dh)
+	}
+	if o.Author != d.Author || o.OS != d.OS || o.Architecture != d.Architecture {
+		t.Errorf("author/platform %q %s/%s, docker's %q %s/%s", o.Author, o.OS, o.Architecture, d.Author, d.OS, d.Architecture)
+	}
+	if out := docker(t, "run", "--rm", "--network", "none", "example.com/ours:1", "cat", "/tmp/hi", "/data/x"); out != "hi\nx" {
+		t.Errorf("docker run of the commit: %q", out)
+	}
+	if out := docker(t, "history", "--no-trunc", "--format", "{{.Comment}}", "example.com/ours:1"); !strings.HasPrefix(out, "a message") {
+		t.Errorf("docker history: %q", out)
+	}
+	if st := docker(t, "inspect", "-f", "{{.State.Status}}", name); st != "running" {
+		t.Errorf("container %s after the commit", st)
+	}
+}
+
+// TestDockerCommitStates: a docker container named by short ID, paused by
+// the user, or stopped, committed untagged; and bad names.
+func TestDockerCommitStates(t *testing.T) {
+	id := dockerRun(t, "docker-states", nil, "echo state > /state; touch /ready; exec sleep 3600")
+
+	t.Run("short ID, untagged", func(t *testing.T) {
+		r := cfDocker(t, id[:12])
+		if r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		img := strings.TrimSpace(r.stdout)
+		if out := docker(t, "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"); !strings.Contains(out, img+" <none>:<none>") {
+			t.Errorf("docker images does not show %s as a dangling image:\n%s", img, out)
+		}
+		if out := docker(t, "run", "--rm", "--network", "none", img, "cat", "/state"); out != "state" {
+			t.Errorf("run: %q", out)
+		}
+	})
+	t.Run("paused by the user", func(t *testing.T) {
+		docker(t, "pause", "docker-states")
+		defer docker(t, "unpause", "docker-states")
+		if r := cfDocker(t, "docker-states", "example.com/states:paused"); r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		if st := docker(t, "inspect", "-f", "{{.State.Status}}", "docker-states"); st != "paused" {
+			t.Errorf("container %s, want paused as the user left it", st)
+		}
+	})
+	t.Run("stopped", func(t *testing.T) {
+		docker(t, "stop", "-t", "1", "docker-states")
+		r := cfDocker(t, "docker-states", "example.com/states:stopped")
+		if r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		if out := docker(t, "run", "--rm", "--network", "none", "example.com/states:stopped", "cat", "/state"); out != "state" {
+			t.Errorf("run: %q", out)
+		}
+		if st := docker(t, "inspect", "-f", "{{.State.Status}}", "docker-states"); st != "exited" {
+			t.Errorf("container %s, want exited", st)
+		}
+	})
+	t.Run("no such container", func(t *testing.T) {
+		r := cfDocker(t, "no-such-container")
+		if r.err == nil || !strings.Contains(r.stderr, "no such docker container: no-such-container") || r.stdout != "" {
+			t.Errorf("%v\nstdout %q\nstderr %s", r.err, r.stdout, r.stderr)
+		}
+	})
+}
+
+// TestDockerWithoutContainerdStore: docker keeping its images with a graph
+// driver gets a message saying how to turn the containerd image store on.
+func TestDockerWithoutContainerdStore(t *testing.T) {
+	ctx := context.Background()
+	d, err := testenv.StartDockerd(ctx, env.dir, env.ctrd.Addr, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	cmd := exec.CommandContext(ctx, env.cli, "commit", "--docker", "--address", env.ctrd.Addr, "anything")
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `"containerd-snapshotter": true`) {
+		t.Errorf("%v\n%s", err, out)
+	}
+}
