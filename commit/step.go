@@ -42,6 +42,9 @@ type StepOptions struct {
 	Ref string
 	// Progress is the progress display mode; "quiet" shows nothing.
 	Progress string
+	// DockerExport tells that Buildkit is dockerd's own BuildKit: the image
+	// lands through its exporter, straight into docker's image store.
+	DockerExport bool
 }
 
 // CommitBuildStep commits one builder step as an image whose history is
@@ -89,7 +92,7 @@ func CommitBuildStep(ctx context.Context, opt StepOptions) (*Result, error) {
 			"created-by":   createdBy,
 			"image-config": string(cfg),
 		},
-		progress: opt.Progress,
+		progress: opt.Progress, dockerExport: opt.DockerExport,
 	}
 	return j.run(ctx)
 }

@@ -6,19 +6,28 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/commit-frontend/commit-frontend/commit"
+	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/platforms"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	dockercontainer "github.com/moby/moby/api/types/container"
+	dockerclient "github.com/moby/moby/client"
 )
 
 var dockerEnv struct {
@@ -116,7 +125,12 @@ func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := imageManifest(t, c, img)
+	// An image buildx loads is an index (with its attestations).
+	desc, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := imageManifest(t, c, images.Image{Target: desc})
 	dt, err := content.ReadBlob(ctx, c.ContentStore(), m.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -252,4 +266,169 @@ func TestDockerWithoutContainerdStore(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), `"containerd-snapshotter": true`) {
 		t.Errorf("%v\n%s", err, out)
 	}
+}
+
+// TestBuildxDockerDriver builds a `# syntax=` Commitfile with `docker
+// buildx build --load` on buildx's docker driver, that is dockerd's own
+// BuildKit, and runs the result with docker.
+func TestBuildxDockerDriver(t *testing.T) {
+	ref := frontendImage(t)
+	d := dockerd(t)
+	ctxDir, cs := gatewayFixture(t, "# syntax="+ref+"\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool("buildx"), "build", "--builder", "default", "--progress", "plain",
+		"--build-context", "rootfs="+cs, "--load", "-t", "example.com/buildx-docker:1", ".")
+	cmd.Dir = ctxDir
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host, "BUILDX_CONFIG="+t.TempDir(), "DOCKER_CONFIG="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("buildx build on the docker driver: %v\n%s", err, out)
+	}
+	if got := docker(t, "run", "--rm", "--network", "none", "example.com/buildx-docker:1", "cat", "/srv/index.html"); got != "hello" {
+		t.Errorf("run: %q", got)
+	}
+	img := dockerImage(t, "example.com/buildx-docker:1")
+	found := false
+	for _, h := range img.History {
+		found = found || (h.CreatedBy == "COMMIT rootfs" && h.Comment == "gateway" && !h.EmptyLayer)
+	}
+	if !found || img.Config.Labels["via"] != "gateway" {
+		t.Errorf("history %+v, labels %v", img.History, img.Config.Labels)
+	}
+}
+
+// TestDockerClassicBuilderSteps plays moby's classic builder against the
+// CommitBuildStep adapter: each step runs in a docker container as the
+// classic builder runs it, and DockerBuilder commits it. The image equals,
+// layer by layer and in config and history, what dockerd's own classic
+// builder (DOCKER_BUILDKIT=0 docker build) makes of the same Dockerfile.
+func TestDockerClassicBuilderSteps(t *testing.T) {
+	d := dockerd(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Dockerfile": `FROM busybox
+RUN echo step1 > /s1
+LABEL a=b
+RUN mkdir /d && echo two > /d/two && rm /bin/vi
+CMD ["cat", "/s1"]
+`})
+	cmd := exec.CommandContext(ctx, "docker", "-H", d.Host, "build", "--network", "none", "-t", "example.com/classic:1", dir)
+	if p, err := testenv.Bin("docker"); err == nil {
+		cmd.Path, cmd.Args[0] = p, p
+	}
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("classic build: %v\n%s", err, out)
+	}
+
+	dc, err := dockerclient.New(dockerclient.WithHost(d.Host), dockerclient.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	b := &commit.DockerBuilder{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}
+	imageConfig := func(id string) *dockercontainer.Config {
+		var c dockercontainer.Config
+		mustJSON(t, []byte(docker(t, "image", "inspect", "-f", "{{json .Config}}", id)), &c)
+		return &c
+	}
+	parent := docker(t, "image", "inspect", "-f", "{{.Id}}", "busybox")
+	run := func(i int, shell string) {
+		cfg := imageConfig(parent)
+		ccfg := *cfg
+		ccfg.Cmd = []string{"/bin/sh", "-c", shell}
+		name := "classic-step-" + strconv.Itoa(i)
+		docker(t, "create", "--network", "none", "--name", name, parent, "/bin/sh", "-c", shell)
+		defer docker(t, "rm", name)
+		docker(t, "start", "-a", name)
+		id, err := b.CommitBuildStep(ctx, commit.DockerStep{Config: cfg, ContainerConfig: &ccfg, ContainerID: docker(t, "inspect", "-f", "{{.Id}}", name), ParentImageID: parent})
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		parent = id.String()
+	}
+	meta := func(instruction string, change func(*dockercontainer.Config)) {
+		cfg := imageConfig(parent)
+		change(cfg)
+		ccfg := *cfg
+		ccfg.Cmd = []string{"/bin/sh", "-c", "#(nop) ", instruction}
+		id, err := b.CommitBuildStep(ctx, commit.DockerStep{Config: cfg, ContainerConfig: &ccfg, ParentImageID: parent})
+		if err != nil {
+			t.Fatalf("%s: %v", instruction, err)
+		}
+		parent = id.String()
+	}
+	run(1, "echo step1 > /s1")
+	meta("LABEL a=b", func(c *dockercontainer.Config) {
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		c.Labels["a"] = "b"
+	})
+	run(2, "mkdir /d && echo two > /d/two && rm /bin/vi")
+	meta(`CMD ["cat" "/s1"]`, func(c *dockercontainer.Config) { c.Cmd = []string{"cat", "/s1"} })
+	docker(t, "tag", parent, "example.com/steps:1")
+
+	o, c := dockerImage(t, "example.com/steps:1"), dockerImage(t, "example.com/classic:1")
+	if !reflect.DeepEqual(o.Config, c.Config) {
+		oj, _ := json.MarshalIndent(o.Config, "", "  ")
+		cj, _ := json.MarshalIndent(c.Config, "", "  ")
+		t.Errorf("config differs from the classic builder's:\nours:\n%s\nclassic:\n%s", oj, cj)
+	}
+	// The steps ran at other times than the classic build's: the layers
+	// are the same but for mtimes.
+	ol, cl := layerSummaries(t, "example.com/steps:1"), layerSummaries(t, "example.com/classic:1")
+	if len(ol) != len(cl) || o.RootFS.DiffIDs[0] != c.RootFS.DiffIDs[0] {
+		t.Fatalf("layers: ours %v, classic %v", o.RootFS.DiffIDs, c.RootFS.DiffIDs)
+	}
+	for i := range ol {
+		if !reflect.DeepEqual(ol[i], cl[i]) {
+			t.Errorf("layer %d differs:\nours:\n%s\nclassic:\n%s", i, strings.Join(ol[i], "\n"), strings.Join(cl[i], "\n"))
+		}
+	}
+	if len(o.History) != len(c.History) {
+		t.Fatalf("%d history entries, classic %d", len(o.History), len(c.History))
+	}
+	for i := range o.History {
+		oh, ch := o.History[i], c.History[i]
+		if oh.CreatedBy != ch.CreatedBy || oh.EmptyLayer != ch.EmptyLayer || oh.Author != ch.Author || oh.Comment != ch.Comment {
+			t.Errorf("history %d: %+v, classic %+v", i, oh, ch)
+		}
+	}
+	if out := docker(t, "run", "--rm", "--network", "none", "example.com/steps:1"); out != "step1" {
+		t.Errorf("run: %q", out)
+	}
+}
+
+// layerSummaries describes each layer of an image in docker's namespace,
+// entry by entry, with everything a layer tar holds but mtimes.
+func layerSummaries(t *testing.T, ref string) [][]string {
+	t.Helper()
+	c := ctrd(t, "moby")
+	ctx := context.Background()
+	img, err := c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, l := range imageManifest(t, c, images.Image{Target: desc}).Layers {
+		dt, err := content.ReadBlob(ctx, c.ContentStore(), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var entries []string
+		for name, e := range layerEntries(t, decompress(t, dt, l.MediaType)) {
+			h := e.Header
+			entries = append(entries, fmt.Sprintf("%q %c %o %d:%d size=%d link=%q dev=%d,%d sha=%x pax=%v",
+				name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.Linkname, h.Devmajor, h.Devminor, sha256.Sum256(e.Data), h.PAXRecords))
+		}
+		sort.Strings(entries)
+		out = append(out, entries)
+	}
+	return out
 }
