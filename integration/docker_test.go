@@ -243,6 +243,19 @@ func TestDockerCommitStates(t *testing.T) {
 			t.Errorf("container %s, want exited", st)
 		}
 	})
+	t.Run("through another buildkitd", func(t *testing.T) {
+		r := cfDocker(t, "--addr", env.bk.Addr, "docker-states", "example.com/states:other-buildkitd")
+		if r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		img := strings.TrimSpace(r.stdout)
+		if id := docker(t, "image", "inspect", "-f", "{{.Id}}", "example.com/states:other-buildkitd"); id != img {
+			t.Errorf("docker says %s, commit printed %s", id, img)
+		}
+		if out := docker(t, "run", "--rm", "--network", "none", img, "cat", "/state"); out != "state" {
+			t.Errorf("run: %q", out)
+		}
+	})
 	t.Run("no such container", func(t *testing.T) {
 		r := cfDocker(t, "no-such-container")
 		if r.err == nil || !strings.Contains(r.stderr, "no such docker container: no-such-container") || r.stdout != "" {
