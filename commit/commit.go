@@ -26,6 +26,7 @@ import (
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/util/compression"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	dockerclient "github.com/moby/moby/client"
@@ -76,6 +77,11 @@ type Options struct {
 	// DockerExport tells that Buildkit is dockerd's own BuildKit: the image
 	// lands through its exporter, straight into docker's image store.
 	DockerExport bool
+	// Session holds what the commit's BuildKit session offers besides the
+	// change set and the base image: registry credentials
+	// (solve.DockerAuth), for a base pulled from a registry or a pushed
+	// output.
+	Session []session.Attachable
 	// Warnf, when set, is told what the user should know that is not an
 	// error: a wait for another commit, a container resumed for a commit
 	// that did not finish.
@@ -151,7 +157,7 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		attrs:   attrs,
 		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
-		warnf: opt.Warnf, dockerExport: opt.DockerExport,
+		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
 	}
 	return j.run(ctx)
 }
@@ -175,6 +181,7 @@ type job struct {
 	progress         string
 	warnf            func(string, ...any)
 	dockerExport     bool
+	session          []session.Attachable
 }
 
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
@@ -216,12 +223,18 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 
 	attrs := maps.Clone(j.attrs)
-	so := bkclient.SolveOpt{FrontendAttrs: attrs, OCIStores: map[string]contentStore{storeID: sessionStore}}
+	so := bkclient.SolveOpt{FrontendAttrs: attrs, OCIStores: map[string]contentStore{storeID: sessionStore}, Session: j.session}
 	attrs["platform"] = platforms.FormatAll(tg.platform)
-	if tg.manifest.Digest != "" {
+	switch {
+	case tg.remote != "":
+		// The base's layers were discarded after unpacking: BuildKit
+		// fetches them from the base's registry, by digest.
+		attrs["base"] = "base"
+		attrs["context:base"] = "docker-image://" + tg.remote
+	case tg.manifest.Digest != "":
 		attrs["base"] = "base"
 		attrs["context:base"] = "oci-layout://" + storeID + "@" + tg.manifest.Digest.String()
-	} else {
+	default:
 		attrs["base"] = "scratch"
 	}
 
@@ -306,6 +319,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	// metadata, which buildkitd would take for a lease of its own.
 	resp, err := solve.Run(ctx, j.bk, so, progress)
 	if err != nil {
+		if tg.remote != "" && ctx.Err() == nil {
+			err = errors.Wrapf(err, "the base image's layers are not in containerd's content store (discarded after unpacking), and BuildKit fetches them from %s", tg.remote)
+		}
 		return nil, errors.Wrap(err, "committing through buildkitd")
 	}
 	res.ExporterResponse = resp.ExporterResponse

@@ -25,6 +25,9 @@ type target struct {
 	manifest    ocispecs.Descriptor
 	platform    ocispecs.Platform
 	createdBy   string
+	// remote, when set, is the base image by digest in its registry: its
+	// layer blobs are not in containerd's content store.
+	remote string
 	// pauser pauses the container; nil for one without a task.
 	pauser pauser
 }
@@ -34,6 +37,13 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 	cc := opt.Containerd
 	tg := &target{snapshotter: opt.Snapshotter, snapshot: opt.Snapshot}
 	imageRef := opt.Base
+	if strings.HasPrefix(opt.Container, K8sPrefix) {
+		id, err := k8sContainer(ctx, cc, opt.Container)
+		if err != nil {
+			return nil, err
+		}
+		opt.Container = id
+	}
 	c, err := cc.LoadContainer(ctx, opt.Container)
 	switch {
 	case err == nil:
@@ -84,6 +94,9 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 		return nil, errors.Wrapf(err, "image %s", imageRef)
 	}
 	tg.manifest, tg.platform = m, p
+	if tg.remote, err = discardedBase(ctx, cc, img, m); err != nil {
+		return nil, err
+	}
 	if _, err := cc.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
 		return nil, errors.Wrapf(err, "snapshot %s in snapshotter %s", tg.snapshot, tg.snapshotter)
 	}
@@ -142,4 +155,37 @@ func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.C
 		return false, errors.Wrap(err, "asking containerd for its UUID")
 	}
 	return srv.UUID != "" && l[label.ContainerdUUID] == srv.UUID, nil
+}
+
+// discardedBase returns, when a layer blob of the base manifest m is not in
+// containerd's content store (containerd's discard_unpacked_layers, as on
+// EKS and GKE nodes, drops them once unpacked), the image's reference by
+// digest in its registry, from where BuildKit fetches them instead; "" when
+// all are there.
+func discardedBase(ctx context.Context, cc *containerd.Client, img images.Image, m ocispecs.Descriptor) (string, error) {
+	man, err := images.Manifest(ctx, cc.ContentStore(), m, platforms.All)
+	if err != nil {
+		return "", errors.Wrapf(err, "image %s", img.Name)
+	}
+	missing := ""
+	for _, l := range man.Layers {
+		if _, err := cc.ContentStore().Info(ctx, l.Digest); errdefs.IsNotFound(err) {
+			missing = l.Digest.String()
+			break
+		} else if err != nil {
+			return "", errors.Wrapf(err, "layer %s of image %s", l.Digest, img.Name)
+		}
+	}
+	if missing == "" {
+		return "", nil
+	}
+	named, err := reference.ParseNormalizedNamed(img.Name)
+	if err != nil {
+		return "", errors.Errorf("image %s: its layer %s is not in containerd's content store (discarded after unpacking?), and its name names no registry to fetch it from", img.Name, missing)
+	}
+	withDigest, err := reference.WithDigest(reference.TrimNamed(named), m.Digest)
+	if err != nil {
+		return "", err
+	}
+	return withDigest.String(), nil
 }

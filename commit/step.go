@@ -8,6 +8,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/platforms"
 	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 )
@@ -42,6 +43,9 @@ type StepOptions struct {
 	Ref string
 	// Progress is the progress display mode; "quiet" shows nothing.
 	Progress string
+	// Session holds what the session offers besides the snapshot and the
+	// parent: registry credentials (solve.DockerAuth).
+	Session []session.Attachable
 	// DockerExport tells that Buildkit is dockerd's own BuildKit: the image
 	// lands through its exporter, straight into docker's image store.
 	DockerExport bool
@@ -92,7 +96,7 @@ func CommitBuildStep(ctx context.Context, opt StepOptions) (*Result, error) {
 			"created-by":   createdBy,
 			"image-config": string(cfg),
 		},
-		progress: opt.Progress, dockerExport: opt.DockerExport,
+		progress: opt.Progress, dockerExport: opt.DockerExport, session: opt.Session,
 	}
 	return j.run(ctx)
 }

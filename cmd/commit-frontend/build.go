@@ -9,13 +9,14 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
+	"github.com/moby/buildkit/session"
 	"github.com/pkg/errors"
 	"github.com/spf13/cobra"
 	"github.com/tonistiigi/fsutil"
 )
 
 type buildFlags struct {
-	addr         string
+	bk           solve.ConnectOpt
 	file         string
 	contexts     []string
 	buildArgs    []string
@@ -40,7 +41,7 @@ func newBuildCommand() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.addr, "addr", "", "buildkitd address (default $BUILDKIT_HOST or "+solve.DefaultAddr+")")
+	addBuildkitFlags(fl, &f.bk)
 	fl.StringVarP(&f.file, "file", "f", "", "Commitfile to build (default PATH/Commitfile)")
 	fl.StringArrayVar(&f.contexts, "build-context", nil, "named context NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG]")
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "build argument NAME=VALUE")
@@ -108,11 +109,12 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 		Exports:       exports,
 		FrontendAttrs: attrs,
 		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": fileFS},
+		Session:       []session.Attachable{solve.DockerAuth()},
 	}
 	if err := buildopt.AddContexts(&opt, f.contexts); err != nil {
 		return err
 	}
-	c, err := solve.Connect(ctx, solve.Addr(f.addr))
+	c, err := solve.ConnectWith(ctx, connectOpt(f.bk))
 	if err != nil {
 		return err
 	}

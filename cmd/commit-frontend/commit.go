@@ -14,6 +14,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
+	"github.com/moby/buildkit/session"
 	dockerclient "github.com/moby/moby/client"
 	"github.com/pkg/errors"
 	"github.com/spf13/cobra"
@@ -28,7 +29,7 @@ type commitFlags struct {
 	pause            bool
 	address          string
 	namespace        string
-	addr             string
+	bk               solve.ConnectOpt
 	compression      string
 	compressionLevel int
 	outputs          []string
@@ -67,7 +68,7 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.BoolVarP(&f.pause, "pause", "p", true, "pause the container during the commit")
 	fl.StringVar(&f.address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd address ($CONTAINERD_ADDRESS)")
 	fl.StringVarP(&f.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace ($CONTAINERD_NAMESPACE): moby for docker, default for nerdctl, k8s.io for Kubernetes")
-	fl.StringVar(&f.addr, "addr", "", "buildkitd address (default $BUILDKIT_HOST or "+solve.DefaultAddr+")")
+	addBuildkitFlags(fl, &f.bk)
 	fl.StringVar(&f.compression, "compression", "", "new layer compression: gzip, zstd, estargz, uncompressed (default gzip)")
 	fl.IntVar(&f.compressionLevel, "compression-level", 0, "compression level")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "send the image elsewhere instead of the image store, in buildctl syntax (type=oci,dest=out.tar; type=image,name=REF,push=true)")
@@ -115,12 +116,12 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		return errors.Wrapf(err, "containerd at %s does not answer", f.address)
 	}
 	var bk *bkclient.Client
-	dockerExport := f.docker && f.addr == "" && os.Getenv("BUILDKIT_HOST") == ""
+	dockerExport := f.docker && f.bk.Addr == "" && os.Getenv("BUILDKIT_HOST") == ""
 	if dockerExport {
 		if bk, err = commit.DockerBuildkit(ctx, dc); err != nil {
 			return errors.Wrapf(err, "connecting to dockerd's BuildKit at %s", dc.DaemonHost())
 		}
-	} else if bk, err = solve.Connect(ctx, solve.Addr(f.addr)); err != nil {
+	} else if bk, err = solve.ConnectWith(ctx, connectOpt(f.bk)); err != nil {
 		return err
 	}
 	defer bk.Close()
@@ -142,6 +143,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		Outputs:          outputs,
 		Progress:         f.progress,
 		Docker:           dc,
+		Session:          []session.Attachable{solve.DockerAuth()},
 		DockerExport:     dockerExport,
 		Warnf: func(format string, args ...any) {
 			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))

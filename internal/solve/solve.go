@@ -6,13 +6,21 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
 	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/commit-frontend/commit-frontend/frontend"
+	"github.com/docker/cli/cli/config"
 	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
+	"github.com/moby/buildkit/session/auth/authprovider"
 	"github.com/moby/buildkit/util/progress/progressui"
 	"github.com/pkg/errors"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // DefaultAddr is buildkitd's default address.
@@ -29,17 +37,92 @@ func Addr(flag string) string {
 	return DefaultAddr
 }
 
+// ConnectOpt says how to reach buildkitd: its address (unix://, tcp://,
+// or a connection helper's scheme: docker-container://, kube-pod://,
+// ssh://, ...) and, for tcp://, the TLS files as buildctl takes them.
+type ConnectOpt struct {
+	Addr                                              string
+	TLSCACert, TLSCert, TLSKey, TLSServerName, TLSDir string
+}
+
 // Connect opens a client to buildkitd and checks that it answers.
 func Connect(ctx context.Context, addr string) (*client.Client, error) {
-	c, err := client.New(ctx, addr)
+	return ConnectWith(ctx, ConnectOpt{Addr: addr})
+}
+
+// keepaliveTime is how often the client pings buildkitd on a connection
+// that carries a call: no more often than buildkitd's gRPC server allows
+// (its default enforcement policy wants five minutes between pings).
+const keepaliveTime = 5*time.Minute + 10*time.Second
+
+// ConnectWith opens a client to buildkitd as opt says and checks that it
+// answers.
+func ConnectWith(ctx context.Context, opt ConnectOpt) (*client.Client, error) {
+	addr := opt.Addr
+	caCert, cert, key := opt.TLSCACert, opt.TLSCert, opt.TLSKey
+	if opt.TLSDir != "" {
+		if caCert != "" || cert != "" || key != "" {
+			return nil, errors.New("--tlsdir and --tlscacert/--tlscert/--tlskey exclude each other")
+		}
+		caCert, cert, key = filepath.Join(opt.TLSDir, "ca.pem"), filepath.Join(opt.TLSDir, "cert.pem"), filepath.Join(opt.TLSDir, "key.pem")
+	}
+	opts := []client.ClientOpt{client.WithGRPCDialOption(grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: keepaliveTime, Timeout: 20 * time.Second,
+	}))}
+	if caCert != "" {
+		serverName := opt.TLSServerName
+		if serverName == "" {
+			if u, err := url.Parse(addr); err == nil {
+				serverName = u.Hostname()
+			}
+		}
+		opts = append(opts, client.WithServerConfig(serverName, caCert))
+	}
+	if cert != "" || key != "" {
+		opts = append(opts, client.WithCredentials(cert, key))
+	}
+	c, err := client.New(ctx, addr, opts...)
 	if err != nil {
 		return nil, errors.Wrapf(err, "connecting to buildkitd at %s", addr)
 	}
-	if _, err := c.Info(ctx); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, answerTimeout)
+	defer cancel()
+	if _, err := c.Info(cctx); err != nil {
 		c.Close()
 		return nil, errors.Wrapf(err, "buildkitd at %s does not answer", addr)
 	}
 	return c, nil
+}
+
+// answerTimeout bounds each call that checks buildkitd is there.
+const answerTimeout = 20 * time.Second
+
+// watch checks, while a solve runs, that buildkitd still answers: a network
+// that silently stops carrying the connection fails the solve within about
+// twice answerTimeout, not when the kernel gives up.
+func watch(ctx context.Context, c *client.Client, cancel context.CancelCauseFunc) {
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+		cctx, done := context.WithTimeout(ctx, answerTimeout)
+		_, err := c.Info(cctx)
+		done()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if failures++; failures >= 2 {
+			cancel(errors.Wrapf(err, "buildkitd stopped answering (no answer in %s, twice): the connection to it is gone or stalled", answerTimeout))
+			return
+		}
+	}
 }
 
 // Run solves with the commit frontend in-process, showing progress on stderr
@@ -52,7 +135,10 @@ func Run(ctx context.Context, c *client.Client, opt client.SolveOpt, progress st
 	}
 	ch := make(chan *client.SolveStatus)
 	var resp *client.SolveResponse
-	eg, ectx := errgroup.WithContext(ctx)
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go watch(wctx, c, cancel)
+	eg, ectx := errgroup.WithContext(wctx)
 	eg.Go(func() error {
 		var err error
 		resp, err = c.Build(ectx, opt, "", frontend.Build, ch)
@@ -63,6 +149,9 @@ func Run(ctx context.Context, c *client.Client, opt client.SolveOpt, progress st
 		return err
 	})
 	if err := eg.Wait(); err != nil {
+		if cause := context.Cause(wctx); cause != nil && ctx.Err() == nil {
+			return nil, cause
+		}
 		return nil, err
 	}
 	return resp, nil
@@ -96,4 +185,14 @@ func CheckProgress(mode string) error {
 		return nil
 	}
 	return errors.Errorf("--progress=%s: want auto, plain, tty, quiet or rawjson", mode)
+}
+
+// DockerAuth is the session's registry auth, read from docker's config file
+// (DOCKER_CONFIG, credential helpers included), as buildctl and buildx
+// attach it.
+func DockerAuth() session.Attachable {
+	cfg := config.LoadDefaultConfigFile(os.Stderr)
+	return authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
+		AuthConfigProvider: authprovider.LoadAuthConfig(cfg),
+	})
 }

@@ -7,8 +7,15 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +27,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 	"github.com/pkg/errors"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // BinDir is where hack/install-deps.sh puts the daemons.
@@ -153,6 +161,20 @@ type Registry struct {
 
 // StartRegistry starts a registry on a free port of 127.0.0.1.
 func StartRegistry(dir string) (*Registry, error) {
+	return StartRegistryWith(dir, RegistryOpt{})
+}
+
+// RegistryOpt configures a registry.
+type RegistryOpt struct {
+	// Name names its directory and log (default "registry").
+	Name string
+	// User and Password, when set, are the only credentials it takes
+	// (htpasswd auth): without them it answers 401.
+	User, Password string
+}
+
+// StartRegistryWith starts a registry on 127.0.0.1 as opt says.
+func StartRegistryWith(dir string, opt RegistryOpt) (*Registry, error) {
 	bin, err := Bin("registry")
 	if err != nil {
 		return nil, err
@@ -162,7 +184,22 @@ func StartRegistry(dir string) (*Registry, error) {
 		return nil, err
 	}
 	host := "127.0.0.1:" + strconv.Itoa(port)
-	root := filepath.Join(dir, "registry")
+	if opt.Name == "" {
+		opt.Name = "registry"
+	}
+	root := filepath.Join(dir, opt.Name)
+	auth := ""
+	if opt.User != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(opt.Password), bcrypt.DefaultCost)
+		if err != nil {
+			return nil, err
+		}
+		htpasswd := filepath.Join(dir, opt.Name+".htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(opt.User+":"+string(hash)+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: %s\n    path: %s\n", opt.Name, htpasswd)
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -173,12 +210,12 @@ storage:
     enabled: true
 http:
   addr: %s
-`, root, host)
-	cfgPath := filepath.Join(dir, "registry.yml")
+%s`, root, host, auth)
+	cfgPath := filepath.Join(dir, opt.Name+".yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(dir, "registry", bin, "serve", cfgPath)
+	p, err := start(dir, opt.Name, bin, "serve", cfgPath)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +239,8 @@ type Buildkitd struct {
 	Addr string
 	// Root is its state directory.
 	Root string
+	// TCPAddr is its tcp:// address with TLS, when it has one.
+	TCPAddr string
 }
 
 // BuildkitdOpt configures a buildkitd.
@@ -216,6 +255,9 @@ type BuildkitdOpt struct {
 	ContainerdNamespace string
 	// DebugAddr, when set, serves pprof on this TCP address.
 	DebugAddr string
+	// TLS, when set, makes it listen on 127.0.0.1 over TCP too, with
+	// these certificates, and ask clients for theirs.
+	TLS *Certs
 }
 
 // StartBuildkitd starts buildkitd with the OCI worker (runc), or with the
@@ -245,6 +287,15 @@ func StartBuildkitd(ctx context.Context, dir string, opt BuildkitdOpt) (*Buildki
 	args := []string{"--config", cfgPath, "--addr", "unix://" + sock}
 	if opt.DebugAddr != "" {
 		args = append(args, "--debugaddr", opt.DebugAddr)
+	}
+	tcpAddr := ""
+	if opt.TLS != nil {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		tcpAddr = "tcp://127.0.0.1:" + strconv.Itoa(port)
+		args = append(args, "--addr", tcpAddr, "--tlscert", opt.TLS.ServerCert, "--tlskey", opt.TLS.ServerKey, "--tlscacert", opt.TLS.CA)
 	}
 	if opt.ContainerdAddr != "" {
 		ns := opt.ContainerdNamespace
@@ -281,7 +332,86 @@ func StartBuildkitd(ctx context.Context, dir string, opt BuildkitdOpt) (*Buildki
 		p.Stop()
 		return nil, err
 	}
-	return &Buildkitd{Proc: p, Addr: addr, Root: root}, nil
+	return &Buildkitd{Proc: p, Addr: addr, Root: root, TCPAddr: tcpAddr}, nil
+}
+
+// Certs are the files of a CA, a server certificate it signed for
+// 127.0.0.1 and a name, and a client certificate it signed.
+type Certs struct {
+	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+	// ServerName is the name in the server certificate besides 127.0.0.1.
+	ServerName string
+}
+
+// MakeCerts writes a fresh CA and the server and client certificates it
+// signs into dir.
+func MakeCerts(dir, serverName string) (*Certs, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	newKey := func() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
+	write := func(name, typ string, der []byte) (string, error) {
+		p := filepath.Join(dir, name)
+		return p, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	}
+	caKey, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "commit-frontend test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	c := &Certs{ServerName: serverName}
+	if c.CA, err = write("ca.pem", "CERTIFICATE", caDER); err != nil {
+		return nil, err
+	}
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, certName, keyName string) (string, string, error) {
+		key, err := newKey()
+		if err != nil {
+			return "", "", err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		}
+		if usage == x509.ExtKeyUsageServerAuth {
+			tmpl.DNSNames = []string{serverName}
+			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return "", "", err
+		}
+		kder, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return "", "", err
+		}
+		cp, err := write(certName, "CERTIFICATE", der)
+		if err != nil {
+			return "", "", err
+		}
+		kp, err := write(keyName, "PRIVATE KEY", kder)
+		return cp, kp, err
+	}
+	if c.ServerCert, c.ServerKey, err = leaf(2, serverName, x509.ExtKeyUsageServerAuth, "server.pem", "server-key.pem"); err != nil {
+		return nil, err
+	}
+	if c.ClientCert, c.ClientKey, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, "client.pem", "client-key.pem"); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Containerd is a running containerd.
