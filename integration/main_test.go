@@ -22,6 +22,7 @@ import (
 var env struct {
 	dir       string
 	reg       *testenv.Registry
+	authReg   *testenv.Registry // wants authUser and authPassword
 	bk        *testenv.Buildkitd
 	ctrd      *testenv.Containerd
 	base      *testenv.BaseImage
@@ -38,6 +39,12 @@ var env struct {
 	ctrdWorkerOnce sync.Once
 	ctrdWorkerErr  error
 }
+
+// The credentials the password-protected registry takes.
+const (
+	authUser     = "ci-user"
+	authPassword = "s3cret-pass"
+)
 
 // containerdWorker starts, once, a buildkitd whose containerd worker shares
 // the test containerd.
@@ -85,11 +92,15 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer env.reg.Stop()
+	if env.authReg, err = testenv.StartRegistryWith(dir, testenv.RegistryOpt{Name: "registry-auth", User: authUser, Password: authPassword}); err != nil {
+		return 1, err
+	}
+	defer env.authReg.Stop()
 	if env.ctrd, err = testenv.StartContainerd(ctx, dir); err != nil {
 		return 1, err
 	}
 	defer func() { env.ctrd.Stop() }()
-	if env.bk, err = testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{InsecureRegistries: []string{env.reg.Host}}); err != nil {
+	if env.bk, err = testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{InsecureRegistries: []string{env.reg.Host, env.authReg.Host}}); err != nil {
 		return 1, err
 	}
 	defer env.bk.Stop()
@@ -119,5 +130,8 @@ func setup(m *testing.M) (int, error) {
 		env.ctrdWorker.Stop()
 	}
 	stopDockerd()
+	if tlsEnv.bk != nil {
+		tlsEnv.bk.Stop()
+	}
 	return code, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/frontend"
@@ -151,6 +152,10 @@ func Run(ctx context.Context, c *client.Client, opt client.SolveOpt, progress st
 	if err := eg.Wait(); err != nil {
 		if cause := context.Cause(wctx); cause != nil && ctx.Err() == nil {
 			return nil, cause
+		}
+		// A registry's refusal reaches the client as text only.
+		if strings.Contains(err.Error(), "401 Unauthorized") {
+			return nil, errors.Wrap(err, "a registry wants credentials: log in with docker login REGISTRY (they are read from docker's config file, $DOCKER_CONFIG or ~/.docker/config.json)")
 		}
 		return nil, err
 	}
