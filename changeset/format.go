@@ -49,6 +49,9 @@ type Manifest struct {
 	// Sockets is the number of unix sockets left out: a layer cannot hold
 	// one, and docker and containerd leave them out too.
 	Sockets int `json:"sockets,omitempty"`
+	// Excluded is the number of paths left out by exclude patterns (a
+	// directory left out whole counts once).
+	Excluded int `json:"excluded,omitempty"`
 }
 
 // ParseManifest reads a CHANGESET file.

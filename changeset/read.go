@@ -71,6 +71,12 @@ func fromUpperdir(ctx context.Context, dir *node, opt UpperOpt, w *Writer) error
 }
 
 func upperEntry(ctx context.Context, n *node, opt UpperOpt, w *Writer) error {
+	if skip, descend := w.excluded(n.rel, n.isDir()); skip {
+		if descend {
+			return fromUpperdir(ctx, n, opt, w)
+		}
+		return nil
+	}
 	switch {
 	case n.isWhiteout():
 		return w.Delete(n.rel)
@@ -191,8 +197,10 @@ func (d *differ) dir(ctx context.Context, lower, upper *node, parents []*pending
 			err = d.added(ctx, upper, unames[i], parents)
 			i++
 		case i == len(unames) || lnames[j] < unames[i]:
-			if err = d.writeParents(parents); err == nil {
-				err = d.w.Delete(joinRel(upper.rel, lnames[j]))
+			if skip, _ := d.w.excluded(joinRel(upper.rel, lnames[j]), false); !skip {
+				if err = d.writeParents(parents); err == nil {
+					err = d.w.Delete(joinRel(upper.rel, lnames[j]))
+				}
 			}
 			j++
 		default:
@@ -217,6 +225,12 @@ func (d *differ) added(ctx context.Context, upper *node, name string, parents []
 		return errors.Wrapf(describe(err), "reading %q", "/"+joinRel(upper.rel, name))
 	}
 	defer n.close()
+	if skip, descend := d.w.excluded(n.rel, n.isDir()); skip {
+		if descend {
+			return d.dir(ctx, nil, n, append(parents[:len(parents):len(parents)], &pending{n: n, written: true}))
+		}
+		return nil
+	}
 	if n.isSocket() {
 		d.w.Skip()
 		return nil
@@ -247,6 +261,9 @@ func (d *differ) both(ctx context.Context, lower, upper *node, name string, pare
 		return errors.Wrapf(describe(err), "reading %q", "/"+rel)
 	}
 	defer un.close()
+	if skip, descend := d.w.excluded(rel, un.isDir()); skip && !descend {
+		return nil
+	}
 	ln, err := openNode(lower.fd, name, rel)
 	if err != nil {
 		return errors.Wrapf(err, "reading the parent's %q", "/"+rel)

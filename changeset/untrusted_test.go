@@ -259,3 +259,59 @@ func TestCheckPatternsSymlink(t *testing.T) {
 		t.Errorf("error: %v", err)
 	}
 }
+
+// TestExclude: excluded paths are neither added nor removed, by either
+// reader, and counted; a "!" pattern brings a path back.
+func TestExclude(t *testing.T) {
+	lower, upper := t.TempDir(), t.TempDir()
+	for _, d := range []string{"var/cache/apt", "tmp", "app"} {
+		must(t, os.MkdirAll(filepath.Join(lower, d), 0o755))
+		must(t, os.MkdirAll(filepath.Join(upper, d), 0o755))
+	}
+	must(t, os.WriteFile(filepath.Join(lower, "tmp", "old"), []byte("o"), 0o644)) // deleted in upper
+	for p, c := range map[string]string{"var/cache/apt/pkg.deb": "deb", "tmp/scratch": "s", "app/main.py": "m", "app/main.pyc": "c", "app/keep.pyc": "k"} {
+		must(t, os.WriteFile(filepath.Join(upper, p), []byte(c), 0o644))
+	}
+	patterns := []string{"var/cache", "tmp", "**/*.pyc", "!app/keep.pyc"}
+	dir := t.TempDir()
+	w, err := Create(dir, nil)
+	must(t, err)
+	must(t, w.Exclude(patterns))
+	must(t, FromDiff(context.Background(), lower, upper, w))
+	m, err := w.Close()
+	must(t, err)
+	_, byName := entries(t, dir)
+	for _, p := range []string{"var/cache/apt/pkg.deb", "tmp/scratch", "app/main.pyc"} {
+		if _, ok := byName[p]; ok {
+			t.Errorf("%s was not excluded", p)
+		}
+	}
+	for _, p := range []string{"app/main.py", "app/keep.pyc"} {
+		if _, ok := byName[p]; !ok {
+			t.Errorf("%s is missing", p)
+		}
+	}
+	wh, err := os.ReadFile(filepath.Join(dir, WhiteoutFile))
+	must(t, err)
+	if del, _, _ := ParseWhiteouts(wh); len(del) != 0 {
+		t.Errorf("an excluded removal was recorded: %q", del)
+	}
+	if m.Excluded == 0 {
+		t.Errorf("nothing counted as excluded")
+	}
+
+	dir = t.TempDir()
+	w, err = Create(dir, nil)
+	must(t, err)
+	must(t, w.Exclude(patterns))
+	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, w))
+	_, err = w.Close()
+	must(t, err)
+	_, byName = entries(t, dir)
+	if _, ok := byName["app/main.pyc"]; ok {
+		t.Errorf("upperdir: app/main.pyc was not excluded")
+	}
+	if _, ok := byName["app/keep.pyc"]; !ok {
+		t.Errorf("upperdir: app/keep.pyc is missing")
+	}
+}

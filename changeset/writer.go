@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/patternmatcher"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +53,36 @@ type Writer struct {
 	m            Manifest
 	links        map[inode]string
 	buf          []byte
+	exclude      *patternmatcher.PatternMatcher
+}
+
+// Exclude makes the readers leave out the paths that match patterns
+// (.dockerignore syntax, on paths from the root: "var/cache", "**/*.pyc",
+// "!keep"): such a path is neither added nor removed, and counted.
+func (w *Writer) Exclude(patterns []string) error {
+	if len(patterns) == 0 {
+		return nil
+	}
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		return errors.Wrap(err, "--exclude")
+	}
+	w.exclude = pm
+	return nil
+}
+
+// excluded tells whether rel is left out. A directory that matches is left
+// out whole unless a pattern with "!" may bring back something below it.
+func (w *Writer) excluded(rel string, dir bool) (skip, descend bool) {
+	if w.exclude == nil {
+		return false, true
+	}
+	m, _ := w.exclude.MatchesOrParentMatches(rel)
+	if !m {
+		return false, true
+	}
+	w.m.Excluded++
+	return true, dir && w.exclude.Exclusions()
 }
 
 type inode struct{ dev, ino uint64 }

@@ -103,4 +103,3 @@ func pickContainer(ctx context.Context, cs []containerd.Container) (string, erro
 	}
 	return best.ID(), nil
 }
-
