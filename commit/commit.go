@@ -77,6 +77,15 @@ type Options struct {
 	// DockerExport tells that Buildkit is dockerd's own BuildKit: the image
 	// lands through its exporter, straight into docker's image store.
 	DockerExport bool
+	// Exclude are .dockerignore-style patterns on container paths: what
+	// matches is neither added nor removed by the commit.
+	Exclude []string
+	// SourceDateEpoch, when set, is the time of the image and its new
+	// history entry (SOURCE_DATE_EPOCH).
+	SourceDateEpoch *time.Time
+	// RewriteTimestamp clamps the new layer's file times to
+	// SourceDateEpoch, so that the same content gives the same image.
+	RewriteTimestamp bool
 	// Session holds what the commit's BuildKit session offers besides the
 	// change set and the base image: registry credentials
 	// (solve.DockerAuth), for a base pulled from a registry or a pushed
@@ -129,6 +138,12 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if err := solve.CheckProgress(opt.Progress); err != nil {
 		return nil, err
 	}
+	if err := (&changeset.Writer{}).Exclude(opt.Exclude); err != nil {
+		return nil, err
+	}
+	if opt.RewriteTimestamp && opt.SourceDateEpoch == nil {
+		return nil, errors.New("--rewrite-timestamp needs --source-date-epoch (or SOURCE_DATE_EPOCH)")
+	}
 	attrs := map[string]string{
 		"change":  strings.Join(opt.Changes, "\n"),
 		"author":  opt.Author,
@@ -152,12 +167,16 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	attrs["created-by"] = tg.createdBy
+	if opt.SourceDateEpoch != nil {
+		attrs["build-arg:SOURCE_DATE_EPOCH"] = strconv.FormatInt(opt.SourceDateEpoch.Unix(), 10)
+	}
 	j := &job{
 		cc: opt.Containerd, ns: opt.Namespace, bk: opt.Buildkit,
 		container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		attrs:   attrs,
 		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
 		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
+		exclude: opt.Exclude, rewriteTimestamp: opt.RewriteTimestamp,
 	}
 	return j.run(ctx)
 }
@@ -182,6 +201,8 @@ type job struct {
 	warnf            func(string, ...any)
 	dockerExport     bool
 	session          []session.Attachable
+	exclude          []string
+	rewriteTimestamp bool
 }
 
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
@@ -287,6 +308,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		}
 		if _, ok := e.Attrs["compression-level"]; !ok && j.compressionLevel != 0 {
 			e.Attrs["compression-level"] = strconv.Itoa(j.compressionLevel)
+		}
+		if _, ok := e.Attrs["rewrite-timestamp"]; !ok && j.rewriteTimestamp {
+			e.Attrs["rewrite-timestamp"] = "true"
 		}
 	}
 
@@ -448,7 +472,7 @@ func checkLayerCompression(name, level string) error {
 func layerRecords(exports []bkclient.ExportEntry) map[string]string {
 	var parts []string
 	for _, e := range exports {
-		parts = append(parts, e.Attrs["compression"]+":"+e.Attrs["compression-level"]+":"+e.Attrs["force-compression"])
+		parts = append(parts, e.Attrs["compression"]+":"+e.Attrs["compression-level"]+":"+e.Attrs["force-compression"]+":"+e.Attrs["rewrite-timestamp"])
 	}
 	return map[string]string{"layer": strings.Join(parts, ",")}
 }

@@ -66,6 +66,10 @@ func readChanges(ctx context.Context, j *job, dir string, records map[string]str
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := w.Exclude(j.exclude); err != nil {
+		w.Abort()
+		return nil, 0, err
+	}
 	if upper, opt, ok := upperdir(mounts); ok {
 		err = changeset.FromUpperdir(ctx, upper, opt, w)
 	} else {

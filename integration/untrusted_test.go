@@ -660,3 +660,55 @@ func TestFaultContainerdRestartWhilePaused(t *testing.T) {
 	}
 	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), id, ref)...)
 }
+
+// TestCommitExclude: excluded paths are neither added nor removed.
+func TestCommitExclude(t *testing.T) {
+	const ns = "default"
+	const id = "exclude"
+	startContainer(t, ns, "overlayfs", id, "mkdir -p /var/cache/app /app; echo c > /var/cache/app/x; echo p > /app/a.py; echo c > /app/a.pyc; rm /bin/vi; touch /ready; exec sleep 3600", false)
+	img, md := commitOCI(t, ns, id, "--exclude", "var/cache", "--exclude", "**/*.pyc", "--exclude", "bin/vi", "--exclude", "ready", "--no-pause")
+	layer := layerEntries(t, img.Layers[len(img.Layers)-1])
+	for _, p := range []string{"var/cache/app/x", "app/a.pyc", "bin/.wh.vi", "ready"} {
+		if _, ok := layer[p]; ok {
+			t.Errorf("%s is in the layer", p)
+		}
+	}
+	if e := layer["app/a.py"]; string(e.Data) != "p\n" {
+		t.Errorf("app/a.py missing: %q", keys(layer))
+	}
+	if n, _ := strconv.Atoi(md["commit-frontend.excluded"]); n < 4 {
+		t.Errorf("commit-frontend.excluded = %q", md["commit-frontend.excluded"])
+	}
+	r := cfFail(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--exclude", "[", id)...)
+	if !strings.Contains(r.stderr, "--exclude") {
+		t.Errorf("a bad pattern: %s", r.stderr)
+	}
+}
+
+// TestCommitReproducible: the same content committed at other times, with
+// other file mtimes, gives the same image ID with --source-date-epoch and
+// --rewrite-timestamp.
+func TestCommitReproducible(t *testing.T) {
+	const ns = "default"
+	script := "mkdir -p /app; echo same > /app/f; touch /ready; exec sleep 3600"
+	startContainer(t, ns, "overlayfs", "repro-1", script, false)
+	time.Sleep(1100 * time.Millisecond)
+	startContainer(t, ns, "overlayfs", "repro-2", script, false)
+	args := []string{"--source-date-epoch", "1000000000", "--rewrite-timestamp"}
+	a, _ := commitOCI(t, ns, "repro-1", args...)
+	time.Sleep(1100 * time.Millisecond)
+	b, _ := commitOCI(t, ns, "repro-2", args...)
+	if a.ConfigID != b.ConfigID {
+		t.Errorf("image IDs differ: %s and %s\n%+v\n%+v", a.ConfigID, b.ConfigID, a.Config.History, b.Config.History)
+	}
+	if a.Config.Created == nil || a.Config.Created.Unix() != 1000000000 {
+		t.Errorf("created %v", a.Config.Created)
+	}
+	if e := layerEntries(t, a.Layers[len(a.Layers)-1])["app/f"]; e.Header == nil || e.Header.ModTime.Unix() != 1000000000 {
+		t.Errorf("app/f mtime not clamped: %+v", e.Header)
+	}
+	c, _ := commitOCI(t, ns, "repro-2")
+	if c.ConfigID == a.ConfigID {
+		t.Errorf("without an epoch the commit gives the reproducible image too")
+	}
+}

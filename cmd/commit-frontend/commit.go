@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/commit-frontend/commit-frontend/commit"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
@@ -40,6 +41,10 @@ type commitFlags struct {
 	snapshot         string
 	base             string
 	docker           bool
+	noPause          bool
+	excludes         []string
+	sourceDateEpoch  string
+	rewriteTimestamp bool
 }
 
 func newCommitCommand() *cobra.Command {
@@ -66,6 +71,10 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringVarP(&f.message, "message", "m", "", "commit message")
 	fl.StringArrayVarP(&f.changes, "change", "c", nil, "apply a Dockerfile instruction to the image (CMD ENTRYPOINT ENV EXPOSE HEALTHCHECK LABEL ONBUILD STOPSIGNAL USER VOLUME WORKDIR)")
 	fl.BoolVarP(&f.pause, "pause", "p", true, "pause the container during the commit")
+	fl.BoolVar(&f.noPause, "no-pause", false, "do not pause the container (docker v29's spelling of --pause=false)")
+	fl.StringArrayVar(&f.excludes, "exclude", nil, "leave out container paths matching this .dockerignore-style pattern (repeatable): neither added nor removed")
+	fl.StringVar(&f.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "time of the image and its history entry, in seconds since 1970 ($SOURCE_DATE_EPOCH)")
+	fl.BoolVar(&f.rewriteTimestamp, "rewrite-timestamp", false, "clamp the new layer's file times to --source-date-epoch")
 	fl.StringVar(&f.address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd address ($CONTAINERD_ADDRESS)")
 	fl.StringVarP(&f.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace ($CONTAINERD_NAMESPACE): moby for docker, default for nerdctl, k8s.io for Kubernetes")
 	addBuildkitFlags(fl, &f.bk)
@@ -84,6 +93,21 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 
 func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	ctx := cmd.Context()
+	if f.noPause {
+		if cmd.Flags().Changed("pause") && f.pause {
+			return errors.New("--no-pause and --pause=true contradict each other")
+		}
+		f.pause = false
+	}
+	var epoch *time.Time
+	if f.sourceDateEpoch != "" {
+		sec, err := strconv.ParseInt(f.sourceDateEpoch, 10, 64)
+		if err != nil || sec < 0 {
+			return errors.Errorf("--source-date-epoch=%s: want a number of seconds since 1970", f.sourceDateEpoch)
+		}
+		t := time.Unix(sec, 0).UTC()
+		epoch = &t
+	}
 	outputs, err := build.ParseOutput(f.outputs)
 	if err != nil {
 		return errors.Wrap(err, "--output")
@@ -143,6 +167,9 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		Outputs:          outputs,
 		Progress:         f.progress,
 		Docker:           dc,
+		Exclude:          f.excludes,
+		SourceDateEpoch:  epoch,
+		RewriteTimestamp: f.rewriteTimestamp,
 		Session:          []session.Attachable{solve.DockerAuth()},
 		DockerExport:     dockerExport,
 		Warnf: func(format string, args ...any) {
@@ -160,6 +187,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		md["commit-frontend.exported-bytes"] = strconv.FormatInt(res.Exported, 10)
 		md["commit-frontend.fetched-bytes"] = strconv.FormatInt(res.Fetched, 10)
 		md["commit-frontend.sockets-skipped"] = strconv.Itoa(res.ChangeSet.Sockets)
+		md["commit-frontend.excluded"] = strconv.Itoa(res.ChangeSet.Excluded)
 		md["commit-frontend.paused"] = res.Paused.String()
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
