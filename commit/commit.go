@@ -77,6 +77,13 @@ type Options struct {
 	// DockerExport tells that Buildkit is dockerd's own BuildKit: the image
 	// lands through its exporter, straight into docker's image store.
 	DockerExport bool
+	// SquashSince, when set, names an image in the store whose layers are
+	// the first layers of the container's image: they stay, and everything
+	// above them plus the container's changes becomes one layer. The
+	// squashed history entries stay, marked empty_layer.
+	SquashSince string
+	// Squash squashes the whole filesystem into one layer.
+	Squash bool
 	// Exclude are .dockerignore-style patterns on container paths: what
 	// matches is neither added nor removed by the commit.
 	Exclude []string
@@ -167,6 +174,21 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	attrs["created-by"] = tg.createdBy
+	var squashRoot ocispecs.Descriptor
+	switch {
+	case opt.Squash && opt.SquashSince != "":
+		return nil, errors.New("--squash and --squash-since exclude each other")
+	case opt.Squash:
+		attrs["squash-since"] = "scratch"
+	case opt.SquashSince != "":
+		m, name, err := squashBase(ctx, opt.Containerd, opt.SquashSince, tg)
+		if err != nil {
+			return nil, err
+		}
+		squashRoot = m
+		attrs["squash-since"] = "squash-base"
+		attrs["squash-since-name"] = name
+	}
 	if opt.SourceDateEpoch != nil {
 		attrs["build-arg:SOURCE_DATE_EPOCH"] = strconv.FormatInt(opt.SourceDateEpoch.Unix(), 10)
 	}
@@ -176,7 +198,7 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		attrs:   attrs,
 		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
 		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
-		exclude: opt.Exclude, rewriteTimestamp: opt.RewriteTimestamp,
+		exclude: opt.Exclude, rewriteTimestamp: opt.RewriteTimestamp, squashRoot: squashRoot,
 	}
 	return j.run(ctx)
 }
@@ -203,6 +225,8 @@ type job struct {
 	session          []session.Attachable
 	exclude          []string
 	rewriteTimestamp bool
+	// squashRoot is the manifest of the --squash-since image.
+	squashRoot ocispecs.Descriptor
 }
 
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
@@ -236,6 +260,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	if tg.manifest.Digest != "" {
 		roots = append(roots, tg.manifest)
 	}
+	if j.squashRoot.Digest != "" {
+		roots = append(roots, j.squashRoot)
+	}
 	// buildkitd reads the base and writes the export through the session,
 	// and gets nothing more of the namespace.
 	sessionStore, err := exporter.Confine(lctx, store, roots...)
@@ -244,6 +271,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 
 	attrs := maps.Clone(j.attrs)
+	if j.squashRoot.Digest != "" {
+		attrs["context:squash-base"] = "oci-layout://" + storeID + "@" + j.squashRoot.Digest.String()
+	}
 	so := bkclient.SolveOpt{FrontendAttrs: attrs, OCIStores: map[string]contentStore{storeID: sessionStore}, Session: j.session}
 	attrs["platform"] = platforms.FormatAll(tg.platform)
 	switch {

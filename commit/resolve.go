@@ -2,15 +2,19 @@ package commit
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/worker/label"
+	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 
@@ -188,4 +192,52 @@ func discardedBase(ctx context.Context, cc *containerd.Client, img images.Image,
 		return "", err
 	}
 	return withDigest.String(), nil
+}
+
+// squashBase resolves --squash-since IMAGE: an image in the store whose
+// layers are the first layers of the container's image.
+func squashBase(ctx context.Context, cc *containerd.Client, ref string, tg *target) (ocispecs.Descriptor, string, error) {
+	name, err := imageName(ref)
+	if err != nil {
+		return ocispecs.Descriptor{}, "", errors.Wrap(err, "--squash-since")
+	}
+	img, err := cc.ImageService().Get(ctx, name)
+	if err != nil {
+		return ocispecs.Descriptor{}, "", errors.Wrapf(err, "--squash-since %s", ref)
+	}
+	m, _, err := platformManifest(ctx, cc, img.Target)
+	if err != nil {
+		return ocispecs.Descriptor{}, "", errors.Wrapf(err, "--squash-since %s", ref)
+	}
+	since, err := diffIDs(ctx, cc, m)
+	if err != nil {
+		return ocispecs.Descriptor{}, "", errors.Wrapf(err, "--squash-since %s", ref)
+	}
+	var of []digest.Digest
+	if tg.manifest.Digest != "" {
+		if of, err = diffIDs(ctx, cc, tg.manifest); err != nil {
+			return ocispecs.Descriptor{}, "", err
+		}
+	}
+	if len(since) > len(of) || !slices.Equal(since, of[:len(since)]) {
+		return ocispecs.Descriptor{}, "", errors.Errorf("--squash-since %s: it is not an ancestor of the container's image %s (its %d layers are not the first layers of the image's %d)", ref, tg.image.Name, len(since), len(of))
+	}
+	return m, name, nil
+}
+
+// diffIDs are the layers of the image whose manifest is m.
+func diffIDs(ctx context.Context, cc *containerd.Client, m ocispecs.Descriptor) ([]digest.Digest, error) {
+	man, err := images.Manifest(ctx, cc.ContentStore(), m, platforms.All)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := content.ReadBlob(ctx, cc.ContentStore(), man.Config)
+	if err != nil {
+		return nil, err
+	}
+	var img ocispecs.Image
+	if err := json.Unmarshal(dt, &img); err != nil {
+		return nil, err
+	}
+	return img.RootFS.DiffIDs, nil
 }

@@ -34,6 +34,11 @@ const (
 	keyMessage  = "message"
 	keyCreated  = "created-by"
 	keyConfig   = "image-config"
+	// keySquashSince makes every COMMIT squash everything above the named
+	// context's image (or "scratch": everything) into one layer.
+	keySquashSince = "squash-since"
+	// keySquashName is how history names the squash base.
+	keySquashName = "squash-since-name"
 
 	// DefaultFilename is the Commitfile read when no filename is given.
 	DefaultFilename = "Commitfile"
@@ -122,7 +127,24 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 		if err != nil {
 			return nil, err
 		}
+		var squash *cfllb.Squash
+		if name := opts[keySquashSince]; name == "scratch" {
+			squash = &cfllb.Squash{Name: "scratch"}
+		} else if name != "" {
+			st, img, err := (&resolver{bc: bc, c: c}).NamedContext(ctx, name, platform)
+			if err != nil {
+				return nil, errors.Wrapf(err, "%s=%s", keySquashSince, name)
+			}
+			if st == nil || img == nil {
+				return nil, errors.Errorf("%s=%s: no image context of that name", keySquashSince, name)
+			}
+			squash = &cfllb.Squash{Name: name, State: *st, Layers: len(img.RootFS.DiffIDs)}
+			if n := opts[keySquashName]; n != "" {
+				squash.Name = n
+			}
+		}
 		res, err := cfllb.Convert(ctx, cf, cfllb.ConvertOpt{
+			SquashSince:    squash,
 			BuildArgs:      maps.Clone(bc.BuildArgs),
 			TargetPlatform: platform,
 			Epoch:          epoch,

@@ -712,3 +712,79 @@ func TestCommitReproducible(t *testing.T) {
 		t.Errorf("without an epoch the commit gives the reproducible image too")
 	}
 }
+
+// TestCommitSquash: --squash-since keeps the given image's layers and
+// squashes the rest with the container's changes into one, keeping the
+// history; repeated commits keep the layer count; --squash makes one layer.
+func TestCommitSquash(t *testing.T) {
+	const ns = "default"
+	ctx := context.Background()
+	c := ctrd(t, ns)
+	commitTo := func(id, ref string, extra ...string) {
+		t.Helper()
+		cf(t, "", append(append(append([]string{"commit"}, ctrArgs(ns)...), extra...), id, ref)...)
+	}
+	get := func(ref string) (ocispecs.Image, ocispecs.Manifest) {
+		t.Helper()
+		img, err := c.ImageService().Get(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return imageConfig(t, c, img), imageManifest(t, c, img)
+	}
+	runCat := func(ref, id string, files ...string) string {
+		t.Helper()
+		out, _ := env.ctrd.Ctr(ctx, ns, append([]string{"run", "--rm", ref, id, "cat"}, files...)...)
+		return strings.TrimSpace(out)
+	}
+	baseCfg, baseMan := get(baseName)
+
+	startContainer(t, ns, "overlayfs", "squash-1", "mkdir /app; echo 1 > /app/one; echo gone > /app/gone; touch /ready; exec sleep 3600", false)
+	commitTo("squash-1", "example.com/squash:1")
+	startContainerFrom(t, ns, "overlayfs", "example.com/squash:1", "squash-2", "echo 2 > /app/two; rm /app/gone; rm /ready; touch /ready; exec sleep 3600", false)
+	commitTo("squash-2", "example.com/squash:2", "--squash-since", "busybox")
+	cfg2, man2 := get("example.com/squash:2")
+	if len(man2.Layers) != len(baseMan.Layers)+1 || man2.Layers[0].Digest != baseMan.Layers[0].Digest {
+		t.Fatalf("squashed image layers %v, base %v", man2.Layers, baseMan.Layers)
+	}
+	nonEmpty := 0
+	for _, h := range cfg2.History {
+		if !h.EmptyLayer {
+			nonEmpty++
+		}
+	}
+	last := cfg2.History[len(cfg2.History)-1]
+	if nonEmpty != len(man2.Layers) || len(cfg2.History) != len(baseCfg.History)+2 || !cfg2.History[len(cfg2.History)-2].EmptyLayer ||
+		!strings.Contains(last.Comment, "squashed 2 layers above docker.io/library/busybox:latest into one") {
+		t.Errorf("history: %+v", cfg2.History)
+	}
+	if out := runCat("example.com/squash:2", "squash-run-2", "/app/one", "/app/two"); out != "1\n2" {
+		t.Errorf("run: %q", out)
+	}
+	if out := runCat("example.com/squash:2", "squash-run-2b", "/app/gone"); strings.Contains(out, "gone") {
+		t.Errorf("a removed file came back")
+	}
+
+	startContainerFrom(t, ns, "overlayfs", "example.com/squash:2", "squash-3", "echo 3 > /app/three; rm /ready; touch /ready; exec sleep 3600", false)
+	commitTo("squash-3", "example.com/squash:3", "--squash-since", "busybox")
+	if _, man3 := get("example.com/squash:3"); len(man3.Layers) != len(man2.Layers) {
+		t.Errorf("repeated squashed commits grow: %d layers, then %d", len(man2.Layers), len(man3.Layers))
+	}
+	if out := runCat("example.com/squash:3", "squash-run-3", "/app/one", "/app/two", "/app/three"); out != "1\n2\n3" {
+		t.Errorf("run: %q", out)
+	}
+
+	commitTo("squash-3", "example.com/squash:all", "--squash")
+	if _, manAll := get("example.com/squash:all"); len(manAll.Layers) != 1 {
+		t.Errorf("--squash: %d layers", len(manAll.Layers))
+	}
+	if out := runCat("example.com/squash:all", "squash-run-all", "/app/three", "/bin/busybox"); !strings.HasPrefix(out, "3") {
+		t.Errorf("run: %q", out[:min(len(out), 20)])
+	}
+
+	startContainer(t, ns, "overlayfs", "squash-other", "touch /ready; exec sleep 3600", false)
+	r := cfFail(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--squash-since", "example.com/squash:1", "squash-other")...)
+	if !strings.Contains(r.stderr, "not an ancestor") {
+		t.Errorf("stderr: %s", r.stderr)
+	}
+}

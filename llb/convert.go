@@ -7,6 +7,7 @@ package llb
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -92,6 +93,10 @@ type ConvertOpt struct {
 	// SourceMap, when set, ties each LLB op to its Commitfile line, so that
 	// errors during the solve name the line.
 	SourceMap *bkllb.SourceMap
+	// SquashSince, when set, makes every COMMIT squash: the layers of the
+	// stage above the squash base, and the commit's own changes, become one
+	// layer on the squash base.
+	SquashSince *Squash
 	// Config, when set, replaces the config of the first stage's base: a
 	// builder's step gives the whole container config of the step.
 	Config *dockerspec.DockerOCIImageConfig
@@ -317,6 +322,45 @@ func resolveBase(ctx context.Context, name string, done []*stageState, p ocispec
 	return &stageState{state: st, image: imageconfig.FromBase(img, p), baseImage: img}, nil
 }
 
+// Squash is the image a squashing COMMIT keeps as it is.
+type Squash struct {
+	// Name names the image in history comments ("scratch" for none).
+	Name string
+	// State is its filesystem; Layers its number of layers (0: scratch).
+	State  bkllb.State
+	Layers int
+}
+
+// squashed returns state as one layer on sq: the whole filesystem copied
+// into an empty one (so no layer of the chain can be reused), then its
+// difference from sq's filesystem, BuildKit's differ computing it, merged
+// on sq.
+func squashed(state bkllb.State, sq *Squash, opts ...bkllb.ConstraintsOpt) bkllb.State {
+	flat := bkllb.Scratch().File(bkllb.Copy(state, "/", "/", &bkllb.CopyInfo{CopyDirContentsOnly: true}), opts...)
+	if sq.Layers == 0 {
+		return flat
+	}
+	return bkllb.Merge([]bkllb.State{sq.State, bkllb.Diff(sq.State, flat, opts...)}, opts...)
+}
+
+// SquashHistory returns a copy of img whose history entries above the
+// first keep layers are marked empty_layer: they stay as a record, their
+// layers squashed into the next one. It also tells how many were marked.
+func SquashHistory(img *dockerspec.DockerOCIImage, keep int) (*dockerspec.DockerOCIImage, int) {
+	out := imageconfig.Clone(img)
+	seen, marked := 0, 0
+	for i := range out.History {
+		if out.History[i].EmptyLayer {
+			continue
+		}
+		if seen++; seen > keep {
+			out.History[i].EmptyLayer = true
+			marked++
+		}
+	}
+	return out, marked
+}
+
 // convertCommit adds the layer of a COMMIT instruction: the change set applied
 // to the current state in one FileOp, or the difference between the current
 // state and a whole tree.
@@ -348,6 +392,21 @@ func convertCommit(ctx context.Context, st *stageState, c *commitfile.CommitComm
 	default:
 		st.state = bkllb.Merge([]bkllb.State{st.state, bkllb.Diff(st.state, src.State, opts...)}, opts...)
 		st.layers++
+	}
+	if sq := opt.SquashSince; sq != nil {
+		st.state = squashed(st.state, sq, opts...)
+		var n int
+		cfg.Image, n = SquashHistory(cfg.Image, sq.Layers)
+		if !entry.EmptyLayer {
+			n++
+		}
+		entry.EmptyLayer = false
+		note := fmt.Sprintf("squashed %d layers above %s into one", n, sq.Name)
+		if entry.Comment == "" {
+			entry.Comment = note
+		} else {
+			entry.Comment += " (" + note + ")"
+		}
 	}
 	cfg.Image = imageconfig.AddHistory(cfg.Image, entry)
 	return nil

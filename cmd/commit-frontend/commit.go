@@ -45,6 +45,8 @@ type commitFlags struct {
 	excludes         []string
 	sourceDateEpoch  string
 	rewriteTimestamp bool
+	squash           bool
+	squashSince      string
 }
 
 func newCommitCommand() *cobra.Command {
@@ -75,6 +77,8 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringArrayVar(&f.excludes, "exclude", nil, "leave out container paths matching this .dockerignore-style pattern (repeatable): neither added nor removed")
 	fl.StringVar(&f.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "time of the image and its history entry, in seconds since 1970 ($SOURCE_DATE_EPOCH)")
 	fl.BoolVar(&f.rewriteTimestamp, "rewrite-timestamp", false, "clamp the new layer's file times to --source-date-epoch")
+	fl.BoolVar(&f.squash, "squash", false, "one layer holding the whole filesystem; the history stays, its entries marked empty_layer")
+	fl.StringVar(&f.squashSince, "squash-since", "", "keep IMAGE's layers and squash everything above them, with the container's changes, into one layer")
 	fl.StringVar(&f.address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd address ($CONTAINERD_ADDRESS)")
 	fl.StringVarP(&f.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace ($CONTAINERD_NAMESPACE): moby for docker, default for nerdctl, k8s.io for Kubernetes")
 	addBuildkitFlags(fl, &f.bk)
@@ -168,6 +172,8 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		Progress:         f.progress,
 		Docker:           dc,
 		Exclude:          f.excludes,
+		Squash:           f.squash,
+		SquashSince:      f.squashSince,
 		SourceDateEpoch:  epoch,
 		RewriteTimestamp: f.rewriteTimestamp,
 		Session:          []session.Attachable{solve.DockerAuth()},
