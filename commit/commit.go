@@ -84,6 +84,9 @@ type Options struct {
 	SquashSince string
 	// Squash squashes the whole filesystem into one layer.
 	Squash bool
+	// Provenance, when set ("mode=min" or "mode=max"), attaches BuildKit's
+	// SLSA provenance attestation to the image.
+	Provenance string
 	// Exclude are .dockerignore-style patterns on container paths: what
 	// matches is neither added nor removed by the commit.
 	Exclude []string
@@ -188,6 +191,14 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		squashRoot = m
 		attrs["squash-since"] = "squash-base"
 		attrs["squash-since-name"] = name
+	}
+	if opt.Provenance != "" {
+		switch opt.Provenance {
+		case "mode=min", "mode=max":
+		default:
+			return nil, errors.Errorf("--provenance=%s: want mode=min or mode=max", opt.Provenance)
+		}
+		attrs["attest:provenance"] = opt.Provenance
 	}
 	if opt.SourceDateEpoch != nil {
 		attrs["build-arg:SOURCE_DATE_EPOCH"] = strconv.FormatInt(opt.SourceDateEpoch.Unix(), 10)
@@ -361,8 +372,13 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		if err != nil {
 			return nil, err
 		}
-		so.LocalMounts = map[string]fsutil.FS{"rootfs": csFS}
-		attrs["commit"] = "rootfs"
+		// The change set's name is what provenance records of it.
+		local := "rootfs"
+		if j.attrs["attest:provenance"] != "" {
+			local = "container-" + sanitizeID(j.ns) + "-" + sanitizeID(j.container)
+		}
+		so.LocalMounts = map[string]fsutil.FS{local: csFS}
+		attrs["commit"] = local
 	}
 
 	progress := j.progress

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"sync/atomic"
 
@@ -318,29 +317,16 @@ type StoreOpt struct {
 	Store content.Store
 }
 
-// Store labels the manifest's blobs for garbage collection, unpacks the
+// Store labels the image's blobs (a manifest, or an index with its
+// attestations) for garbage collection, unpacks the
 // image into the snapshotter and then creates or updates the image record:
 // the record is written last, so a failure leaves none.
 func Store(ctx context.Context, cc *containerd.Client, opt StoreOpt) error {
-	dt, err := content.ReadBlob(ctx, opt.Store, opt.Manifest)
-	if err != nil {
-		return errors.Wrap(err, "reading the exported manifest")
-	}
-	var m ocispecs.Manifest
-	if err := json.Unmarshal(dt, &m); err != nil {
-		return errors.Wrap(err, "exported manifest")
-	}
-	labels := map[string]string{"containerd.io/gc.ref.content.config": m.Config.Digest.String()}
-	for i, l := range m.Layers {
-		labels[fmt.Sprintf("containerd.io/gc.ref.content.l.%d", i)] = l.Digest.String()
-	}
-	info := content.Info{Digest: opt.Manifest.Digest, Labels: labels}
-	var fields []string
-	for k := range labels {
-		fields = append(fields, "labels."+k)
-	}
-	if _, err := opt.Store.Update(ctx, info, fields...); err != nil {
-		return errors.Wrap(err, "labelling the manifest")
+	// containerd's own walk labels every parent with its children (an
+	// index its manifests, a manifest its config and layers), so the
+	// garbage collector keeps what the record references.
+	if err := images.Walk(ctx, images.SetChildrenLabels(opt.Store, images.ChildrenHandler(opt.Store)), opt.Manifest); err != nil {
+		return errors.Wrap(err, "labelling the exported image for garbage collection")
 	}
 	img := images.Image{Name: opt.Name, Target: opt.Manifest}
 	if err := containerd.NewImage(cc, img).Unpack(ctx, opt.Snapshotter); err != nil {

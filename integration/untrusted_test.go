@@ -24,6 +24,7 @@ import (
 	"github.com/commit-frontend/commit-frontend/exporter"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -786,5 +787,82 @@ func TestCommitSquash(t *testing.T) {
 	r := cfFail(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--squash-since", "example.com/squash:1", "squash-other")...)
 	if !strings.Contains(r.stderr, "not an ancestor") {
 		t.Errorf("stderr: %s", r.stderr)
+	}
+}
+
+// TestCommitProvenance: --provenance attaches BuildKit's SLSA provenance,
+// naming the base image by digest, the container, its namespace and the
+// change set: in the image store as an index that ctr still runs, and in
+// an --output.
+func TestCommitProvenance(t *testing.T) {
+	const ns = "default"
+	const id = "attested-ct"
+	ctx := context.Background()
+	c := ctrd(t, ns)
+	startContainer(t, ns, "overlayfs", id, "echo p > /prov; touch /ready; exec sleep 3600", false)
+	ref := "example.com/provenance:1"
+	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--provenance=mode=max", id, ref)...)
+	img, err := c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !images.IsIndexType(img.Target.MediaType) {
+		t.Fatalf("the image is a %s, not an index with its attestation", img.Target.MediaType)
+	}
+	dt, err := content.ReadBlob(ctx, c.ContentStore(), img.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx ocispecs.Index
+	mustJSON(t, dt, &idx)
+	var statement []byte
+	for _, m := range idx.Manifests {
+		if m.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
+			continue
+		}
+		man := imageManifest(t, c, images.Image{Target: m})
+		for _, l := range man.Layers {
+			if l.Annotations["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v0.2" || strings.Contains(l.Annotations["in-toto.io/predicate-type"], "slsa.dev/provenance") {
+				if statement, err = content.ReadBlob(ctx, c.ContentStore(), l); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if statement == nil {
+		t.Fatalf("no provenance in %+v", idx.Manifests)
+	}
+	bimg, err := c.ImageService().Get(ctx, baseName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bman, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), bimg.Target, platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"container-" + ns + "-" + id, bman.Digest.String()} {
+		if !strings.Contains(string(statement), want) {
+			t.Errorf("the provenance does not name %s:\n%s", want, lastLines(string(statement), 40))
+		}
+	}
+	out, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", ref, "provenance-run", "cat", "/prov")
+	if err != nil || strings.TrimSpace(out) != "p" {
+		t.Errorf("run: %q %v", out, err)
+	}
+	collectGarbage(t, &container{ns: ns, id: id, c: c})
+	if _, err := c.ContentStore().Info(ctx, idx.Manifests[len(idx.Manifests)-1].Digest); err != nil {
+		t.Errorf("the garbage collector took the attestation: %v", err)
+	}
+	oci, _ := func() (string, error) {
+		p := filepath.Join(t.TempDir(), "out.tar")
+		cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--provenance", "--output", "type=oci,dest="+p, id)...)
+		return p, nil
+	}()
+	raw, err := os.ReadFile(oci)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("attestation-manifest")) {
+		t.Errorf("the --output has no attestation")
 	}
 }

@@ -47,6 +47,7 @@ type commitFlags struct {
 	rewriteTimestamp bool
 	squash           bool
 	squashSince      string
+	provenance       string
 }
 
 func newCommitCommand() *cobra.Command {
@@ -77,6 +78,8 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringArrayVar(&f.excludes, "exclude", nil, "leave out container paths matching this .dockerignore-style pattern (repeatable): neither added nor removed")
 	fl.StringVar(&f.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "time of the image and its history entry, in seconds since 1970 ($SOURCE_DATE_EPOCH)")
 	fl.BoolVar(&f.rewriteTimestamp, "rewrite-timestamp", false, "clamp the new layer's file times to --source-date-epoch")
+	fl.StringVar(&f.provenance, "provenance", "", "attach a SLSA provenance attestation: mode=min or mode=max")
+	fl.Lookup("provenance").NoOptDefVal = "mode=min"
 	fl.BoolVar(&f.squash, "squash", false, "one layer holding the whole filesystem; the history stays, its entries marked empty_layer")
 	fl.StringVar(&f.squashSince, "squash-since", "", "keep IMAGE's layers and squash everything above them, with the container's changes, into one layer")
 	fl.StringVar(&f.address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd address ($CONTAINERD_ADDRESS)")
@@ -173,6 +176,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		Docker:           dc,
 		Exclude:          f.excludes,
 		Squash:           f.squash,
+		Provenance:       f.provenance,
 		SquashSince:      f.squashSince,
 		SourceDateEpoch:  epoch,
 		RewriteTimestamp: f.rewriteTimestamp,
