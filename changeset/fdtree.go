@@ -34,6 +34,21 @@ func openRoot(p string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), p), nil
 }
 
+// rootNode opens a tree's root as the node the walk starts from; close the
+// file when done.
+func rootNode(p string) (*os.File, *node, error) {
+	f, err := openRoot(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	n := &node{fd: int(f.Fd())}
+	if err := unix.Fstat(n.fd, &n.st); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, n, nil
+}
+
 // node is one entry of a tree, held by an O_PATH descriptor.
 type node struct {
 	// rel is the path from the tree's root, slash-separated.

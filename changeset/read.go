@@ -33,15 +33,11 @@ func (o UpperOpt) xattr(name string) string {
 // sockets are left out and counted. The cost follows the size of the
 // change, not of the whole filesystem.
 func FromUpperdir(ctx context.Context, upper string, opt UpperOpt, w *Writer) error {
-	root, err := openRoot(upper)
+	root, rn, err := rootNode(upper)
 	if err != nil {
 		return errors.Wrap(err, "reading the upper directory")
 	}
 	defer root.Close()
-	rn := &node{fd: int(root.Fd())}
-	if err := unix.Fstat(rn.fd, &rn.st); err != nil {
-		return err
-	}
 	return fromUpperdir(ctx, rn, opt, w)
 }
 
@@ -127,26 +123,19 @@ func describe(err error) error {
 // deletion, so both readers give the same change set for the same
 // container.
 func FromDiff(ctx context.Context, lower, upper string, w *Writer) error {
-	ur, err := openRoot(upper)
+	ur, un, err := rootNode(upper)
 	if err != nil {
 		return err
 	}
 	defer ur.Close()
-	un := &node{fd: int(ur.Fd())}
-	if err := unix.Fstat(un.fd, &un.st); err != nil {
-		return err
-	}
 	var ln *node
 	if lower != "" {
-		lr, err := openRoot(lower)
+		lr, n, err := rootNode(lower)
 		if err != nil {
 			return err
 		}
 		defer lr.Close()
-		ln = &node{fd: int(lr.Fd())}
-		if err := unix.Fstat(ln.fd, &ln.st); err != nil {
-			return err
-		}
+		ln = n
 	}
 	d := &differ{w: w}
 	return d.dir(ctx, ln, un, nil)
@@ -407,15 +396,12 @@ func CheckPatterns(root string, removed []string) error {
 			continue
 		}
 		if rn == nil {
-			f, err := openRoot(root)
+			f, n, err := rootNode(root)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			rn = &node{fd: int(f.Fd())}
-			if err := unix.Fstat(rn.fd, &rn.st); err != nil {
-				return err
-			}
+			rn = n
 		}
 		p = strings.Trim(p, "/")
 		pat = strings.Trim(pat, "/")

@@ -64,8 +64,18 @@ func startContainer(t *testing.T, ns, snapshotter, id, script string, wait bool)
 // startContainerFrom is startContainer on another image of the namespace.
 func startContainerFrom(t *testing.T, ns, snapshotter, image, id, script string, wait bool) *container {
 	t.Helper()
+	return startContainerWith(t, ns, snapshotter, image, id, nil, script, wait)
+}
+
+// startContainerWith is startContainerFrom with container labels.
+func startContainerWith(t *testing.T, ns, snapshotter, image, id string, labels map[string]string, script string, wait bool) *container {
+	t.Helper()
 	c := ctrd(t, ns)
-	args := []string{"run", "-d", "--snapshotter", snapshotter, image, id, "sh", "-c", script}
+	args := []string{"run", "-d", "--snapshotter", snapshotter}
+	for k, v := range labels {
+		args = append(args, "--label", k+"="+v)
+	}
+	args = append(args, image, id, "sh", "-c", script)
 	if _, err := env.ctrd.Ctr(context.Background(), ns, args...); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	dockercontainer "github.com/moby/moby/api/types/container"
 	dockerclient "github.com/moby/moby/client"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 var dockerEnv struct {
@@ -116,8 +117,9 @@ func cfDocker(t *testing.T, args ...string) result {
 	return result{stdout.String(), stderr.String(), err}
 }
 
-// dockerImage reads an image's config from docker's containerd namespace.
-func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
+// dockerManifest reads an image's manifest for this platform from
+// docker's containerd namespace.
+func dockerManifest(t *testing.T, ref string) ocispecs.Manifest {
 	t.Helper()
 	c := ctrd(t, "moby")
 	ctx := context.Background()
@@ -130,7 +132,15 @@ func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := imageManifest(t, c, images.Image{Target: desc})
+	return imageManifest(t, c, images.Image{Target: desc})
+}
+
+// dockerImage reads an image's config from docker's containerd namespace.
+func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
+	t.Helper()
+	c := ctrd(t, "moby")
+	ctx := context.Background()
+	m := dockerManifest(t, ref)
 	dt, err := content.ReadBlob(ctx, c.ContentStore(), m.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -420,16 +430,8 @@ func layerSummaries(t *testing.T, ref string) [][]string {
 	t.Helper()
 	c := ctrd(t, "moby")
 	ctx := context.Background()
-	img, err := c.ImageService().Get(ctx, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out [][]string
-	for _, l := range imageManifest(t, c, images.Image{Target: desc}).Layers {
+	for _, l := range dockerManifest(t, ref).Layers {
 		dt, err := content.ReadBlob(ctx, c.ContentStore(), l)
 		if err != nil {
 			t.Fatal(err)

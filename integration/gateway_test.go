@@ -176,3 +176,32 @@ func TestGatewayOptionsOnly(t *testing.T) {
 	}
 	checkGatewayImage(t, out)
 }
+
+// TestGatewaySquash: the squash-since option works for buildctl through the
+// frontend image: "scratch" squashes the whole filesystem into one layer.
+func TestGatewaySquash(t *testing.T) {
+	ref := frontendImage(t)
+	ctxDir, cs := gatewayFixture(t, "")
+	out := filepath.Join(t.TempDir(), "out.tar")
+	r := run(t, ctxDir, tool("buildctl"), "--addr", env.bk.Addr, "build", "--progress", "plain",
+		"--frontend", "gateway.v0", "--opt", "source="+ref, "--opt", "filename=Dockerfile", "--opt", "squash-since=scratch",
+		"--local", "context=.", "--local", "dockerfile=.", "--local", "rootfs="+cs,
+		"--output", "type=oci,dest="+out)
+	if r.err != nil {
+		t.Fatalf("buildctl: %v\n%s", r.err, r.stderr)
+	}
+	img := readOCITar(t, out)
+	if len(img.Manifest.Layers) != 1 {
+		t.Fatalf("%d layers", len(img.Manifest.Layers))
+	}
+	l := layerEntries(t, img.Layers[0])
+	if _, ok := l["bin/busybox"]; !ok || string(l["srv/index.html"].Data) != "hello\n" {
+		t.Errorf("the squashed layer lacks the base or the change: %d entries", len(l))
+	}
+	if _, ok := l["bin/vi"]; ok {
+		t.Errorf("the removed file is in the squashed layer")
+	}
+	if n := len(nonEmptyHistory(&img.Config)); n != 1 {
+		t.Errorf("%d history entries with a layer", n)
+	}
+}

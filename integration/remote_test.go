@@ -25,32 +25,7 @@ import (
 // plugin labels kubelet's containers.
 func startLabelled(t *testing.T, ns, id string, labels map[string]string, script string) *container {
 	t.Helper()
-	c := ctrd(t, ns)
-	args := []string{"run", "-d"}
-	for k, v := range labels {
-		args = append(args, "--label", k+"="+v)
-	}
-	args = append(args, baseName, id, "sh", "-c", script)
-	if _, err := env.ctrd.Ctr(context.Background(), ns, args...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "kill", "-s", "KILL", id)
-		time.Sleep(200 * time.Millisecond)
-		_, _ = env.ctrd.Ctr(ctx, ns, "tasks", "rm", "-f", id)
-		_, _ = env.ctrd.Ctr(ctx, ns, "containers", "rm", id)
-	})
-	ct := &container{ns: ns, id: id, c: c}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(filepath.Join(ct.root(t), "ready")); err == nil {
-			return ct
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("container %s did not get ready", id)
-	return nil
+	return startContainerWith(t, ns, "overlayfs", baseName, id, labels, script, false)
 }
 
 func podLabels(pod, name, kind string) map[string]string {
