@@ -37,7 +37,12 @@ func FromUpperdir(ctx context.Context, upper string, opt UpperOpt, w *Writer) er
 	if err != nil {
 		return errors.Wrap(err, "reading the upper directory")
 	}
-	defer root.Close()
+	if w.plan != nil {
+		// The contents are read from it again as the tar streams.
+		w.plan.root = root
+	} else {
+		defer root.Close()
+	}
 	return fromUpperdir(ctx, rn, opt, w)
 }
 
@@ -110,7 +115,7 @@ func upperEntry(ctx context.Context, n *node, opt UpperOpt, w *Writer) error {
 // read into a message that says so.
 func describe(err error) error {
 	if errors.Is(err, errChanged) {
-		return errors.New("changed while being read (replaced by a symlink, a mount or another kind of file): pause the container (--pause) or commit it when it is not writing")
+		return errors.New("changed while being read (rewritten, moved, removed, or turned into a symlink, a mount or another kind of file): pause the container (--pause) or commit it when it is not writing")
 	}
 	return err
 }

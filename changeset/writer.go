@@ -54,6 +54,9 @@ type Writer struct {
 	links        map[inode]string
 	buf          []byte
 	exclude      *patternmatcher.PatternMatcher
+	// plan, for a streamed change set (Stream), keeps the headers instead
+	// of writing the tar.
+	plan *plan
 }
 
 // Exclude makes the readers leave out the paths that match patterns
@@ -124,6 +127,10 @@ func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
 	if h.Typeflag == tar.TypeLink {
 		h.Linkname = cleanName(h.Linkname, false)
 	}
+	if w.plan != nil {
+		w.planEntry(h)
+		return nil
+	}
 	if err := w.tw.WriteHeader(h); err != nil {
 		return errors.Wrapf(err, "change set: %q", h.Name)
 	}
@@ -187,12 +194,20 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 	}
 	var data *os.File
 	if h.Typeflag == tar.TypeReg {
-		f, err := n.reopen(0)
-		if err != nil {
-			return errors.Wrapf(err, "change set: %q", n.rel)
+		if w.plan == nil {
+			f, err := n.reopen(0)
+			if err != nil {
+				return errors.Wrapf(err, "change set: %q", n.rel)
+			}
+			defer f.Close()
+			data = f
+		} else {
+			// Streamed: the contents are read while the tar crosses the
+			// session, from this same inode.
+			w.plan.cur = n
+			defer func() { w.plan.cur = nil }()
 		}
-		defer f.Close()
-		data = f
+		var err error
 		if xattrs, err = n.xattrs(); err != nil {
 			return errors.Wrapf(err, "change set: %q", n.rel)
 		}
@@ -234,7 +249,7 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 		}
 		w.links[key] = n.rel
 	}
-	if h.Typeflag != tar.TypeReg || h.Size == 0 {
+	if h.Typeflag != tar.TypeReg || h.Size == 0 || data == nil {
 		if data != nil {
 			if err := checkSize(data, n, 0); err != nil {
 				return err
@@ -300,6 +315,12 @@ func (w *Writer) Skip() {
 
 // Close finishes the change set and returns its manifest.
 func (w *Writer) Close() (*Manifest, error) {
+	if w.plan != nil {
+		// A tar ends with two zero blocks.
+		w.m.TarSize = w.plan.size + 1024
+		m := w.m
+		return &m, nil
+	}
 	if err := w.tw.Close(); err != nil {
 		w.f.Close()
 		return nil, err
@@ -326,6 +347,10 @@ func (w *Writer) Close() (*Manifest, error) {
 
 // Abort removes what the writer wrote.
 func (w *Writer) Abort() {
+	if w.plan != nil {
+		w.Release()
+		return
+	}
 	w.f.Close()
 	for _, n := range []string{TarFile, WhiteoutFile, ManifestFile} {
 		_ = os.Remove(filepath.Join(w.dir, n))
@@ -340,4 +365,11 @@ func cleanName(p string, dir bool) string {
 		p += "/"
 	}
 	return p
+}
+
+// Removals returns the paths the change set removes: deletions and
+// replaced directories.
+func (w *Writer) Removals() []string {
+	del, opq, _ := ParseWhiteouts(w.wh)
+	return append(del, opq...)
 }

@@ -355,23 +355,36 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		}
 	}
 
+	// A change set that fails as it streams stops the solve with its error.
+	solveCtx, stopSolve := context.WithCancelCause(ctx)
+	defer stopSolve(nil)
 	res := &Result{}
 	if tg.snapshot != "" {
-		csDir, err := os.MkdirTemp("", "commit-frontend-changes-")
+		var csDir string
+		stage := func() (string, error) {
+			var err error
+			csDir, err = os.MkdirTemp("", "commit-frontend-changes-")
+			return csDir, err
+		}
+		defer func() {
+			if csDir != "" {
+				os.RemoveAll(csDir)
+			}
+		}()
+		cs, err := readChanges(lctx, j, stage, layerRecords(so.Exports), func(err error) { stopSolve(err) })
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(csDir)
-		cs, paused, err := readChanges(lctx, j, csDir, layerRecords(so.Exports))
-		res.Paused = paused
-		if err != nil {
-			return nil, err
-		}
-		res.ChangeSet = *cs
-		csFS, err := fsutil.NewFS(csDir)
-		if err != nil {
-			return nil, err
-		}
+		// The container is resumed as soon as its changes have crossed the
+		// session, and on every way out at the latest.
+		defer func() {
+			if err := cs.release(); err != nil && retErr == nil {
+				retErr = err
+			}
+			res.Paused = cs.paused
+		}()
+		res.ChangeSet = *cs.m
+		csFS := cs.fs
 		// The change set's name is what provenance records of it.
 		local := "rootfs"
 		if j.attrs["attest:provenance"] != "" {
@@ -387,7 +400,11 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 	// The solve runs on ctx, not lctx: lctx carries the lease as gRPC
 	// metadata, which buildkitd would take for a lease of its own.
-	resp, err := solve.Run(ctx, j.bk, so, progress)
+	resp, err := solve.Run(solveCtx, j.bk, so, progress)
+	if cause := context.Cause(solveCtx); cause != nil && ctx.Err() == nil {
+		// Also when BuildKit took the short tar for a whole one.
+		return nil, cause
+	}
 	if err != nil {
 		if tg.remote != "" && ctx.Err() == nil {
 			err = errors.Wrapf(err, "the base image's layers are not in containerd's content store (discarded after unpacking), and BuildKit fetches them from %s", tg.remote)

@@ -2,11 +2,10 @@ package commit
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -14,91 +13,162 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/pkg/errors"
+	"github.com/tonistiigi/fsutil"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
 )
 
-// readChanges writes the container's change set into dir. Commits of the
-// same container take turns; a running container is paused when asked,
-// only while its changes are read, and resumed on every way out.
-func readChanges(ctx context.Context, j *job, dir string, records map[string]string) (_ *changeset.Manifest, paused time.Duration, retErr error) {
+// changes is a container's change set, ready to cross the session.
+type changes struct {
+	m  *changeset.Manifest
+	fs fsutil.FS
+	// release resumes the container (when the commit paused it) and lets
+	// other commits of it go; it is safe to call more than once and
+	// returns the first call's error.
+	release func() error
+	// paused is how long the container was paused, known once released.
+	paused time.Duration
+}
+
+// readChanges reads the container's change set. Commits of the same
+// container take turns; a running container is paused when asked, only
+// while its changes are read, and resumed on every way out. On an overlay
+// snapshot the change set streams: the walk writes only the tar's headers,
+// the contents are read as the tar crosses the session, and the container
+// is resumed when it has (a container running with --pause=false is read
+// at once and staged); failed is told when the stream fails (a file
+// changed since the walk), and the solve must then fail. Otherwise the
+// change set is staged in stage, a directory.
+func readChanges(ctx context.Context, j *job, stage func() (string, error), records map[string]string, failed func(error)) (_ *changes, retErr error) {
 	tg := j.target
+	c := &changes{}
+	var unlock, resume func() error
+	var once sync.Once
+	var releaseErr error
+	c.release = func() error {
+		once.Do(func() {
+			if resume != nil {
+				releaseErr = resume()
+			}
+			if unlock != nil {
+				_ = unlock()
+			}
+		})
+		return releaseErr
+	}
+	defer func() {
+		if retErr != nil {
+			if err := c.release(); err != nil {
+				retErr = errors.Wrapf(err, "after: %v", retErr)
+			}
+		}
+	}()
+	// Nothing changes under the read when the container is paused or not
+	// running: then the contents can be read later, as the tar streams.
+	// A running container's change set is read at once and staged.
+	still := true
 	if tg.pauser != nil {
 		g, err := lockContainer(ctx, j.ns, tg.snapshotter, tg.snapshot, j.container, tg.pauser, j.warnf)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		defer g.unlock()
+		unlock = func() error { g.unlock(); return nil }
 		if j.pause {
 			st, err := tg.pauser.state(ctx)
 			if err != nil {
-				return nil, 0, errors.Wrapf(err, "container %s: task status", j.container)
+				return nil, errors.Wrapf(err, "container %s: task status", j.container)
 			}
 			// A container the user paused stays paused; one that is
 			// stopped has nothing to pause.
 			if st == containerd.Running {
 				start := time.Now()
-				resume, err := g.pause(ctx)
+				r, err := g.pause(ctx)
 				if err != nil {
-					return nil, 0, err
+					return nil, err
 				}
-				defer func() {
-					paused = time.Since(start)
-					if err := resume(); err != nil {
-						if retErr != nil {
-							err = errors.Wrapf(err, "after: %v", retErr)
-						}
-						retErr = err
-					}
-				}()
+				resume = func() error {
+					c.paused = time.Since(start)
+					return r()
+				}
 			}
+		} else if st, err := tg.pauser.state(ctx); err != nil || st == containerd.Running {
+			still = false
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, 0, context.Cause(ctx)
+		return nil, context.Cause(ctx)
 	}
 	sn := j.cc.SnapshotService(tg.snapshotter)
 	mounts, err := sn.Mounts(ctx, tg.snapshot)
 	if err != nil {
-		return nil, 0, errors.Wrapf(err, "mounts of snapshot %s", tg.snapshot)
+		return nil, errors.Wrapf(err, "mounts of snapshot %s", tg.snapshot)
 	}
-	w, err := changeset.Create(dir, records)
-	if err != nil {
-		return nil, 0, err
+	var w *changeset.Writer
+	upper, opt, streamed := upperdir(mounts)
+	streamed = streamed && still
+	dir := ""
+	if streamed {
+		w = changeset.Stream(records)
+	} else {
+		if dir, err = stage(); err != nil {
+			return nil, err
+		}
+		if w, err = changeset.Create(dir, records); err != nil {
+			return nil, err
+		}
 	}
 	if err := w.Exclude(j.exclude); err != nil {
 		w.Abort()
-		return nil, 0, err
+		return nil, err
 	}
-	if upper, opt, ok := upperdir(mounts); ok {
+	if upper != "" {
 		err = changeset.FromUpperdir(ctx, upper, opt, w)
 	} else {
 		err = walkingDiff(ctx, sn, tg.snapshot, mounts, w)
 	}
 	if err != nil {
 		w.Abort()
-		return nil, 0, errors.Wrapf(err, "reading the changes of %s", j.container)
+		return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
 	}
-	m, err := w.Close()
-	if err != nil || m.Whiteouts == 0 {
-		return m, 0, err
+	if c.m, err = w.Close(); err != nil {
+		w.Abort()
+		return nil, err
 	}
-	return m, 0, checkPatterns(ctx, dir, mounts, j.container)
+	if c.m.Whiteouts > 0 {
+		if err := checkPatterns(ctx, w.Removals(), mounts, j.container); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	if !streamed {
+		// Staged: the container may go on at once.
+		if err := c.release(); err != nil {
+			return nil, err
+		}
+		if c.fs, err = fsutil.NewFS(dir); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	release := c.release
+	c.release = func() error {
+		err := release()
+		w.Release()
+		return err
+	}
+	c.fs = w.FS(ctx, func(err error) {
+		if err != nil {
+			failed(errors.Wrapf(err, "reading the changes of %s", j.container))
+		}
+		_ = c.release()
+	})
+	return c, nil
 }
 
 // checkPatterns refuses a change set whose removals of paths that are not
 // UTF-8 would also remove files the container kept (changeset.CheckPatterns),
 // looking at the container's filesystem through a read-only mount.
-func checkPatterns(ctx context.Context, dir string, mounts []mount.Mount, container string) error {
-	dt, err := os.ReadFile(filepath.Join(dir, changeset.WhiteoutFile))
-	if err != nil {
-		return err
-	}
-	deleted, opaque, err := changeset.ParseWhiteouts(dt)
-	if err != nil {
-		return err
-	}
-	removed := slices.Concat(deleted, opaque)
+func checkPatterns(ctx context.Context, removed []string, mounts []mount.Mount, container string) error {
 	if !slices.ContainsFunc(removed, func(p string) bool { return !utf8.ValidString(p) }) {
 		return nil
 	}

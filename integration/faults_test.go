@@ -392,7 +392,7 @@ func TestCommitWhileChanging(t *testing.T) {
 		ref := fmt.Sprintf("example.com/changing:%d", i)
 		r := run(t, "", env.cli, append([]string{"commit"}, append(ctrArgs(ns), "--pause=false", "changing", ref)...)...)
 		if r.err != nil {
-			if !strings.Contains(r.stderr, "changed size while being read") && !strings.Contains(r.stderr, "no such file") {
+			if !strings.Contains(r.stderr, "changed size while being read") && !strings.Contains(r.stderr, "changed while being read") && !strings.Contains(r.stderr, "no such file") {
 				t.Errorf("commit %d failed without saying what changed:\n%s", i, r.stderr)
 			}
 			continue

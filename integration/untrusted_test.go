@@ -866,3 +866,25 @@ func TestCommitProvenance(t *testing.T) {
 		t.Errorf("the --output has no attestation")
 	}
 }
+
+// TestCommitStreamsChanges: a paused container's change set streams: a
+// 512 MiB change commits with TMPDIR on a 64 MiB tmpfs.
+func TestCommitStreamsChanges(t *testing.T) {
+	const ns = "default"
+	const id = "streamed"
+	startContainer(t, ns, "overlayfs", id, "head -c 536870912 /dev/urandom > /big; touch /ready; exec sleep 3600", false)
+	tmp := t.TempDir()
+	if err := unix.Mount("tmpfs", tmp, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(tmp, unix.MNT_DETACH)
+	ref := "example.com/streamed:1"
+	r := runEnv(t, []string{"TMPDIR=" + tmp}, append(append([]string{"commit"}, ctrArgs(ns)...), id, ref)...)
+	if r.err != nil {
+		t.Fatalf("%v\n%s", r.err, r.stderr)
+	}
+	out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", ref, "streamed-run", "wc", "-c", "/big")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "536870912") {
+		t.Errorf("run: %q %v", out, err)
+	}
+}
