@@ -266,6 +266,38 @@ func TestDockerCommitStates(t *testing.T) {
 			t.Errorf("run: %q", out)
 		}
 	})
+	t.Run("docker context", func(t *testing.T) {
+		cfgDir := t.TempDir()
+		ctx := context.Background()
+		ctxCmd := func(args ...string) {
+			cmd := exec.CommandContext(ctx, "docker", args...)
+			if p, err := testenv.Bin("docker"); err == nil {
+				cmd.Path, cmd.Args[0] = p, p
+			}
+			cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+cfgDir)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		ctxCmd("context", "create", "cf-test", "--docker", "host="+dockerd(t).Host)
+		ctxCmd("context", "use", "cf-test")
+		// No DOCKER_HOST: the current context of docker's config says
+		// where docker is.
+		cmd := exec.CommandContext(ctx, env.cli, "commit", "--docker", "docker-states", "example.com/states:context")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "DOCKER_HOST=") && !strings.HasPrefix(kv, "BUILDKIT_HOST=") && !strings.HasPrefix(kv, "CONTAINERD_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "DOCKER_CONFIG="+cfgDir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if id := docker(t, "image", "inspect", "-f", "{{.Id}}", "example.com/states:context"); id != strings.TrimSpace(string(out)) {
+			t.Errorf("docker says %s, commit printed %s", id, out)
+		}
+	})
 	t.Run("no such container", func(t *testing.T) {
 		r := cfDocker(t, "no-such-container")
 		if r.err == nil || !strings.Contains(r.stderr, "no such docker container: no-such-container") || r.stdout != "" {

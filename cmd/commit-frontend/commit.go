@@ -121,7 +121,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	}
 	var dc *dockerclient.Client
 	if f.docker {
-		if dc, err = dockerclient.New(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation()); err != nil {
+		if dc, err = dockerClient(); err != nil {
 			return errors.Wrap(err, "docker client")
 		}
 		defer dc.Close()
