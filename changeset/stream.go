@@ -180,18 +180,37 @@ type streamFS struct {
 	ctx      context.Context
 	manifest []byte
 	once     sync.Once
+	opened   atomicBool
 	done     func(error)
 	// mtime is when this change set was read: it tells buildkitd that its
 	// files are new, so that none is taken from an earlier transfer.
 	mtime int64
 }
 
+// finish reports the end of the tar: a success once, every failure.
 func (s *streamFS) finish(err error) {
-	s.once.Do(func() {
-		if s.done != nil {
-			s.done(err)
-		}
-	})
+	if s.done == nil {
+		return
+	}
+	if err != nil {
+		s.done(err)
+		return
+	}
+	s.once.Do(func() { s.done(nil) })
+}
+
+type atomicBool struct {
+	mu sync.Mutex
+	v  bool
+}
+
+// set sets it and tells whether it was set before.
+func (b *atomicBool) set() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	was := b.v
+	b.v = true
+	return was
 }
 
 func (s *streamFS) files() []*types.Stat {
@@ -226,6 +245,13 @@ func (s *streamFS) Open(p string) (io.ReadCloser, error) {
 	case TarFile:
 	default:
 		return nil, &os.PathError{Op: "open", Path: p, Err: os.ErrNotExist}
+	}
+	if s.opened.set() {
+		// The contents were read once, from a container that may have
+		// gone on since: a second copy could differ, so there is none.
+		err := errors.New("change set: the tar was asked for a second time")
+		s.finish(err)
+		return nil, err
 	}
 	pr, pw := io.Pipe()
 	go func() {

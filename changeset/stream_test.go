@@ -104,3 +104,25 @@ func TestStreamChangedFile(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamOnce: the tar is written once; asking again fails, and says so
+// to done, rather than reading a container that may have gone on.
+func TestStreamOnce(t *testing.T) {
+	upper := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(upper, "f"), []byte("x"), 0o644))
+	w, _ := streamUpper(t, upper)
+	defer w.Release()
+	var errs []error
+	fs := w.FS(context.Background(), func(err error) { errs = append(errs, err) })
+	rc, err := fs.Open(TarFile)
+	must(t, err)
+	_, err = io.ReadAll(rc)
+	must(t, err)
+	rc.Close()
+	if _, err := fs.Open(TarFile); err == nil {
+		t.Fatal("a second read of the tar succeeded")
+	}
+	if len(errs) != 2 || errs[0] != nil || errs[1] == nil {
+		t.Errorf("done was told %v", errs)
+	}
+}
