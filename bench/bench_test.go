@@ -179,6 +179,8 @@ type change struct {
 }
 
 var changes = []change{
+	// A container that changed nothing: what a commit costs on its own.
+	{"none", func(string) error { return nil }},
 	{"1KiB", func(root string) error { return writeRandom(filepath.Join(root, "change-1k"), 1024, 1) }},
 	{"10k-files", func(root string) error {
 		d := filepath.Join(root, "many")
