@@ -298,6 +298,23 @@ func TestDockerCommitStates(t *testing.T) {
 			t.Errorf("docker says %s, commit printed %s", id, out)
 		}
 	})
+	t.Run("provenance", func(t *testing.T) {
+		r := cfDocker(t, "--provenance", "docker-states", "example.com/states:attested")
+		if r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		c := ctrd(t, "moby")
+		img, err := c.ImageService().Get(context.Background(), "example.com/states:attested")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !images.IsIndexType(img.Target.MediaType) {
+			t.Errorf("the image is a %s, not an index with its attestation", img.Target.MediaType)
+		}
+		if out := docker(t, "run", "--rm", "--network", "none", "example.com/states:attested", "cat", "/state"); out != "state" {
+			t.Errorf("run: %q", out)
+		}
+	})
 	t.Run("no such container", func(t *testing.T) {
 		r := cfDocker(t, "no-such-container")
 		if r.err == nil || !strings.Contains(r.stderr, "no such docker container: no-such-container") || r.stdout != "" {
