@@ -381,7 +381,9 @@ func TestCommitCompressionNotCached(t *testing.T) {
 func TestCommitStateDir(t *testing.T) {
 	const ns = "default"
 	const id = "state-dir"
-	ct := startContainer(t, ns, "overlayfs", id, "echo s > /s; touch /ready; exec sleep 3600", false)
+	// 50 MB of changes keep the container paused long enough for the
+	// test to stop the commit that paused it.
+	ct := startContainer(t, ns, "overlayfs", id, "head -c 50000000 /dev/urandom > /s; touch /ready; exec sleep 3600", false)
 	args := append(append([]string{"commit"}, ctrArgs(ns)...), id)
 
 	runWith := func(envs ...string) result {
