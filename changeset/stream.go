@@ -9,6 +9,7 @@ import (
 	gofs "io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pkg/errors"
@@ -180,7 +181,7 @@ type streamFS struct {
 	ctx      context.Context
 	manifest []byte
 	once     sync.Once
-	opened   atomicBool
+	opened   atomic.Bool
 	done     func(error)
 	// mtime is when this change set was read: it tells buildkitd that its
 	// files are new, so that none is taken from an earlier transfer.
@@ -197,20 +198,6 @@ func (s *streamFS) finish(err error) {
 		return
 	}
 	s.once.Do(func() { s.done(nil) })
-}
-
-type atomicBool struct {
-	mu sync.Mutex
-	v  bool
-}
-
-// set sets it and tells whether it was set before.
-func (b *atomicBool) set() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	was := b.v
-	b.v = true
-	return was
 }
 
 func (s *streamFS) files() []*types.Stat {
@@ -246,7 +233,7 @@ func (s *streamFS) Open(p string) (io.ReadCloser, error) {
 	default:
 		return nil, &os.PathError{Op: "open", Path: p, Err: os.ErrNotExist}
 	}
-	if s.opened.set() {
+	if s.opened.Swap(true) {
 		// The contents were read once, from a container that may have
 		// gone on since: a second copy could differ, so there is none.
 		err := errors.New("change set: the tar was asked for a second time")
