@@ -7,8 +7,6 @@ package commit
 
 import (
 	"context"
-	"encoding/json"
-	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/changeset"
 	"github.com/commit-frontend/commit-frontend/exporter"
+	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -154,11 +153,7 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if opt.RewriteTimestamp && opt.SourceDateEpoch == nil {
 		return nil, errors.New("--rewrite-timestamp needs --source-date-epoch (or SOURCE_DATE_EPOCH)")
 	}
-	attrs := map[string]string{
-		"change":  strings.Join(opt.Changes, "\n"),
-		"author":  opt.Author,
-		"message": opt.Message,
-	}
+	fo := &frontend.Options{Changes: opt.Changes, Author: opt.Author, Message: opt.Message}
 	var tg *target
 	if opt.Docker != nil {
 		var cfg *dockerspec.DockerOCIImageConfig
@@ -167,30 +162,24 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		}
 		// The changes are in the config already: docker writes one
 		// history entry for the commit, not one per change.
-		dt, err := json.Marshal(cfg)
-		if err != nil {
-			return nil, err
-		}
-		delete(attrs, "change")
-		attrs["image-config"] = string(dt)
+		fo.Changes, fo.ImageConfig = nil, cfg
 	} else if tg, err = resolve(ctx, opt); err != nil {
 		return nil, err
 	}
-	attrs["created-by"] = tg.createdBy
+	fo.CreatedBy = tg.createdBy
 	var squashRoot ocispecs.Descriptor
 	switch {
 	case opt.Squash && opt.SquashSince != "":
 		return nil, errors.New("--squash and --squash-since exclude each other")
 	case opt.Squash:
-		attrs["squash-since"] = "scratch"
+		fo.SquashSince = frontend.SquashScratch
 	case opt.SquashSince != "":
 		m, name, err := squashBase(ctx, opt.Containerd, opt.SquashSince, tg)
 		if err != nil {
 			return nil, err
 		}
 		squashRoot = m
-		attrs["squash-since"] = "squash-base"
-		attrs["squash-since-name"] = name
+		fo.SquashSince, fo.SquashSinceName = squashContext, name
 	}
 	if opt.Provenance != "" {
 		switch opt.Provenance {
@@ -198,21 +187,28 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		default:
 			return nil, errors.Errorf("--provenance=%s: want mode=min or mode=max", opt.Provenance)
 		}
-		attrs["attest:provenance"] = opt.Provenance
+		fo.Provenance = opt.Provenance
 	}
 	if opt.SourceDateEpoch != nil {
-		attrs["build-arg:SOURCE_DATE_EPOCH"] = strconv.FormatInt(opt.SourceDateEpoch.Unix(), 10)
+		fo.BuildArgs = map[string]string{"SOURCE_DATE_EPOCH": strconv.FormatInt(opt.SourceDateEpoch.Unix(), 10)}
 	}
 	j := &job{
 		cc: opt.Containerd, ns: opt.Namespace, bk: opt.Buildkit,
 		container: opt.Container, target: tg, pause: opt.Pause, name: name,
-		attrs:   attrs,
+		opts:    fo,
 		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
 		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
 		exclude: opt.Exclude, rewriteTimestamp: opt.RewriteTimestamp, squashRoot: squashRoot,
 	}
 	return j.run(ctx)
 }
+
+// The named contexts a commit gives the frontend: the container's base
+// image and the --squash-since image.
+const (
+	baseContext   = "base"
+	squashContext = "squash-base"
+)
 
 // job is one solve that lands an image: a commit or a builder step.
 type job struct {
@@ -225,7 +221,8 @@ type job struct {
 	target *target
 	pause  bool
 	name   string
-	attrs  map[string]string
+	// opts are the frontend options; run adds the contexts.
+	opts *frontend.Options
 
 	outputs          []bkclient.ExportEntry
 	compression      string
@@ -281,24 +278,25 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		return nil, errors.Wrap(err, "the base image's blobs")
 	}
 
-	attrs := maps.Clone(j.attrs)
+	fo := j.opts.Clone()
+	fo.Contexts = map[string]string{}
 	if j.squashRoot.Digest != "" {
-		attrs["context:squash-base"] = "oci-layout://" + storeID + "@" + j.squashRoot.Digest.String()
+		fo.Contexts[squashContext] = "oci-layout://" + storeID + "@" + j.squashRoot.Digest.String()
 	}
-	so := bkclient.SolveOpt{FrontendAttrs: attrs, OCIStores: map[string]contentStore{storeID: sessionStore}, Session: j.session}
-	attrs["platform"] = platforms.FormatAll(tg.platform)
+	fo.Platform = platforms.FormatAll(tg.platform)
 	switch {
 	case tg.remote != "":
 		// The base's layers were discarded after unpacking: BuildKit
 		// fetches them from the base's registry, by digest.
-		attrs["base"] = "base"
-		attrs["context:base"] = "docker-image://" + tg.remote
+		fo.Base = baseContext
+		fo.Contexts[baseContext] = "docker-image://" + tg.remote
 	case tg.manifest.Digest != "":
-		attrs["base"] = "base"
-		attrs["context:base"] = "oci-layout://" + storeID + "@" + tg.manifest.Digest.String()
+		fo.Base = baseContext
+		fo.Contexts[baseContext] = "oci-layout://" + storeID + "@" + tg.manifest.Digest.String()
 	default:
-		attrs["base"] = "scratch"
+		fo.Base = "scratch"
 	}
+	so := bkclient.SolveOpt{OCIStores: map[string]contentStore{storeID: sessionStore}, Session: j.session}
 
 	so.Exports = j.outputs
 	toStore := len(so.Exports) == 0
@@ -387,11 +385,14 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		csFS := cs.fs
 		// The change set's name is what provenance records of it.
 		local := "rootfs"
-		if j.attrs["attest:provenance"] != "" {
+		if fo.Provenance != "" {
 			local = "container-" + sanitizeID(j.ns) + "-" + sanitizeID(j.container)
 		}
 		so.LocalMounts = map[string]fsutil.FS{local: csFS}
-		attrs["commit"] = local
+		fo.Commit = local
+	}
+	if so.FrontendAttrs, err = fo.Attrs(); err != nil {
+		return nil, err
 	}
 
 	progress := j.progress

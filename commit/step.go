@@ -2,7 +2,7 @@ package commit
 
 import (
 	"context"
-	"encoding/json"
+	"github.com/commit-frontend/commit-frontend/frontend"
 	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -61,10 +61,6 @@ func CommitBuildStep(ctx context.Context, opt StepOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := json.Marshal(opt.Config)
-	if err != nil {
-		return nil, err
-	}
 	tg := &target{snapshotter: opt.Snapshotter, snapshot: opt.Snapshot, platform: platforms.Normalize(platforms.DefaultSpec())}
 	if tg.snapshotter == "" {
 		tg.snapshotter = "overlayfs"
@@ -90,12 +86,7 @@ func CommitBuildStep(ctx context.Context, opt StepOptions) (*Result, error) {
 	j := &job{
 		cc: opt.Containerd, ns: opt.Namespace, bk: opt.Buildkit,
 		container: "snapshot " + opt.Snapshot, target: tg, name: name,
-		attrs: map[string]string{
-			"author":       opt.Author,
-			"message":      opt.Comment,
-			"created-by":   createdBy,
-			"image-config": string(cfg),
-		},
+		opts:     &frontend.Options{Author: opt.Author, Message: opt.Comment, CreatedBy: createdBy, ImageConfig: &opt.Config},
 		progress: opt.Progress, dockerExport: opt.DockerExport, session: opt.Session,
 	}
 	return j.run(ctx)

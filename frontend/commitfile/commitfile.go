@@ -1,9 +1,12 @@
-// Package commitfile parses the Commitfile language and the frontend options
-// into one AST.
+// Package commitfile reads the Commitfile language: Dockerfile syntax, read
+// with BuildKit's own parser, plus one instruction, COMMIT, that commits a
+// named context holding a container filesystem (or its change set) on top of
+// the current state.
 //
-// A Commitfile is Dockerfile syntax, read with BuildKit's own parser, with one
-// more instruction, COMMIT, that commits a named context holding a container
-// filesystem (or its change set) on top of the current state.
+// Every instruction but COMMIT is BuildKit's to convert. Parse hands back the
+// text BuildKit's Dockerfile converter is given, each COMMIT replaced on its
+// own lines by an exec-form RUN of a placeholder (so every line number stays
+// where it was), and the COMMITs themselves, in order.
 package commitfile
 
 import (
@@ -11,37 +14,26 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/moby/buildkit/frontend/dockerfile/command"
+	cfllb "github.com/commit-frontend/commit-frontend/llb"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/pkg/errors"
 )
 
 // Commit is the name of the instruction that commits a container filesystem.
 const Commit = "commit"
 
-// Commitfile is the parsed form of a Commitfile or of the frontend options.
+// Commitfile is a parsed Commitfile.
 type Commitfile struct {
-	// MetaArgs are the ARG instructions before the first FROM.
-	MetaArgs []instructions.ArgCommand
-	// Stages are the FROM blocks in order.
-	Stages []Stage
+	// Text is the Commitfile with each COMMIT replaced by its placeholder
+	// RUN, on the same lines: the input of BuildKit's Dockerfile converter.
+	Text []byte
+	// Commits are the COMMIT instructions in order; Commits[k] is the one
+	// whose placeholder is llb.Placeholder(k).
+	Commits []*CommitCommand
 	// EscapeToken is the escape character in effect.
 	EscapeToken rune
-}
-
-// Stage is one FROM block: a base and the instructions applied on it.
-type Stage struct {
-	// Name is the stage name given with AS, lower-cased; empty when there is none.
-	Name string
-	// BaseName is the FROM argument before ARG expansion.
-	BaseName string
-	// Platform is the FROM --platform flag before ARG expansion.
-	Platform string
-	// Commands are the instructions of the stage in order.
-	Commands []instructions.Command
-	// Loc is where the FROM instruction stands.
-	Loc []parser.Range
 }
 
 // CommitCommand commits the filesystem of a named context as one layer.
@@ -63,94 +55,73 @@ type CommitCommand struct {
 	CreatedBy string
 }
 
-// Name returns the instruction name.
-func (c *CommitCommand) Name() string { return Commit }
-
 // Location returns where the instruction stands.
 func (c *CommitCommand) Location() []parser.Range { return c.Loc }
 
-// Comments returns no comments: COMMIT carries none.
-func (c *CommitCommand) Comments() []string { return nil }
-
-// Expand expands build arguments in the context name, author and message.
-func (c *CommitCommand) Expand(expand instructions.SingleWordExpander) error {
-	for _, p := range []*string{&c.Context, &c.Author, &c.Message} {
-		v, err := expand(*p)
-		if err != nil {
-			return err
-		}
-		*p = v
+// Expanded returns a copy of c with build arguments and environment
+// variables expanded in its context name, author and message, as the
+// Dockerfile frontend expands the words of an instruction.
+func (c *CommitCommand) Expanded(escape rune, env []string) (*CommitCommand, error) {
+	if escape == 0 {
+		escape = '\\'
 	}
-	return nil
+	lex := shell.NewLex(escape)
+	out := *c
+	for _, p := range []*string{&out.Context, &out.Author, &out.Message} {
+		res, err := lex.ProcessWordWithMatches(*p, shell.EnvsFromSlice(env))
+		if err != nil {
+			return nil, parser.WithLocation(errors.Wrap(err, "COMMIT"), c.Loc)
+		}
+		*p = res.Result
+	}
+	if out.Context == "" {
+		return nil, parser.WithLocation(errors.Errorf("COMMIT %s: the context name is empty once expanded", c.Context), c.Loc)
+	}
+	return &out, nil
 }
 
-// configInstructions are the instructions that change only the image config.
-var configInstructions = map[string]bool{
-	command.Env: true, command.Arg: true, command.Label: true, command.Cmd: true,
-	command.Entrypoint: true, command.Expose: true, command.User: true, command.Volume: true,
-	command.Workdir: true, command.StopSignal: true, command.Healthcheck: true,
-	command.Onbuild: true, command.Shell: true, command.Maintainer: true,
-}
-
-// layerInstructions are the instructions that add a layer.
-var layerInstructions = map[string]bool{
-	Commit: true, command.Run: true, command.Copy: true, command.Add: true,
+// CreatedByText is the created_by of the COMMIT's history entry: the
+// instruction itself unless a caller (the commit command) set it.
+func (c *CommitCommand) CreatedByText() string {
+	if c.CreatedBy != "" {
+		return c.CreatedBy
+	}
+	return "COMMIT " + c.Context
 }
 
 // Parse parses a Commitfile. Errors carry the line they refer to
-// (parser.LocationError), so callers can attach the source.
+// (parser.LocationError), so callers can attach the source; everything but
+// COMMIT is checked by BuildKit's converter later, with its own lines.
 func Parse(dt []byte) (*Commitfile, error) {
 	res, err := parser.Parse(bytes.NewReader(dt))
 	if err != nil {
 		return nil, err
 	}
 	cf := &Commitfile{EscapeToken: res.EscapeToken}
-	var cur *Stage
+	lines := bytes.SplitAfter(dt, []byte("\n"))
 	for _, node := range res.AST.Children {
-		name := strings.ToLower(node.Value)
-		if !configInstructions[name] && !layerInstructions[name] && name != command.From {
-			return nil, parser.WithLocation(errors.Errorf("unknown instruction: %s (a Commitfile accepts FROM, COMMIT, RUN, COPY, ADD and the config instructions)", strings.ToUpper(node.Value)), node.Location())
+		if !strings.EqualFold(node.Value, Commit) {
+			continue
 		}
-		var cmd instructions.Command
-		if name == Commit {
-			c, err := parseCommit(node)
-			if err != nil {
-				return nil, parser.WithLocation(err, node.Location())
-			}
-			cmd = c
-		} else {
-			v, err := instructions.ParseInstruction(node)
-			if err != nil {
-				return nil, err
-			}
-			if st, ok := v.(*instructions.Stage); ok {
-				cf.Stages = append(cf.Stages, Stage{
-					Name:     st.Name,
-					BaseName: st.BaseName,
-					Platform: st.Platform,
-					Loc:      node.Location(),
-				})
-				cur = &cf.Stages[len(cf.Stages)-1]
-				continue
-			}
-			c, ok := v.(instructions.Command)
-			if !ok {
-				return nil, parser.WithLocation(errors.Errorf("unsupported instruction %s", node.Value), node.Location())
-			}
-			cmd = c
+		c, err := parseCommit(node)
+		if err != nil {
+			return nil, parser.WithLocation(err, node.Location())
 		}
-		if cur == nil {
-			if a, ok := cmd.(*instructions.ArgCommand); ok {
-				cf.MetaArgs = append(cf.MetaArgs, *a)
-				continue
+		k := len(cf.Commits)
+		cf.Commits = append(cf.Commits, c)
+		for l := node.StartLine; l <= node.EndLine && l-1 < len(lines); l++ {
+			nl := ""
+			if bytes.HasSuffix(lines[l-1], []byte("\n")) {
+				nl = "\n"
 			}
-			return nil, parser.WithLocation(errors.Errorf("%s before the first FROM: a Commitfile must start with FROM (only ARG may come before it)", strings.ToUpper(node.Value)), node.Location())
+			if l == node.StartLine {
+				lines[l-1] = fmt.Appendf(nil, "RUN [%q]%s", cfllb.Placeholder(k), nl)
+			} else {
+				lines[l-1] = []byte(nl)
+			}
 		}
-		cur.Commands = append(cur.Commands, cmd)
 	}
-	if len(cf.Stages) == 0 {
-		return nil, errors.New("the Commitfile has no FROM instruction")
-	}
+	cf.Text = bytes.Join(lines, nil)
 	return cf, nil
 }
 
@@ -230,11 +201,6 @@ func splitWords(s string) []string {
 		out = append(out, cur.String())
 	}
 	return out
-}
-
-// IsConfigOnly reports whether cmd changes only the image config.
-func IsConfigOnly(cmd instructions.Command) bool {
-	return configInstructions[strings.ToLower(cmd.Name())]
 }
 
 // LineError is an error about one line of an input that has no file of its own,

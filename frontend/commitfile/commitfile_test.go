@@ -5,52 +5,80 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	cfllb "github.com/commit-frontend/commit-frontend/llb"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 )
 
 func TestParse(t *testing.T) {
-	cf, err := Parse([]byte(`# syntax=example.com/commit-frontend
+	src := `# syntax=example.com/commit-frontend
 ARG BASE=busybox
 FROM ${BASE} AS one
 ENV A=1 \
     B=2
-COMMIT --author="Jane Doe" --message='a message' rootfs
+COMMIT --author="Jane Doe" \
+  --message='a message' rootfs
 RUN <<EOT
 echo hi
 EOT
 FROM one
 COMMIT -- second
-`))
+`
+	cf, err := Parse([]byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cf.MetaArgs) != 1 || cf.MetaArgs[0].Args[0].Key != "BASE" {
-		t.Errorf("meta args: %+v", cf.MetaArgs)
+	if len(cf.Commits) != 2 {
+		t.Fatalf("commits: %+v", cf.Commits)
 	}
-	if len(cf.Stages) != 2 || cf.Stages[0].Name != "one" || cf.Stages[0].BaseName != "${BASE}" || cf.Stages[1].BaseName != "one" {
-		t.Fatalf("stages: %+v", cf.Stages)
-	}
-	cmds := cf.Stages[0].Commands
-	if len(cmds) != 3 {
-		t.Fatalf("commands: %d", len(cmds))
-	}
-	env := cmds[0].(*instructions.EnvCommand)
-	if len(env.Env) != 2 {
-		t.Errorf("ENV with a line continuation: %+v", env.Env)
-	}
-	c := cmds[1].(*CommitCommand)
+	c := cf.Commits[0]
 	if c.Context != "rootfs" || c.Author != "Jane Doe" || c.Message != "a message" {
 		t.Errorf("COMMIT: %+v", c)
 	}
-	if loc := c.Location(); len(loc) != 1 || loc[0].Start.Line != 6 {
+	if loc := c.Location(); len(loc) == 0 || loc[0].Start.Line != 6 || loc[len(loc)-1].End.Line != 7 {
 		t.Errorf("COMMIT location: %+v", loc)
 	}
-	if run := cmds[2].(*instructions.RunCommand); len(run.Files) != 1 || !strings.Contains(run.Files[0].Data, "echo hi") {
-		t.Errorf("RUN heredoc: %+v", run)
-	}
-	if c2 := cf.Stages[1].Commands[0].(*CommitCommand); c2.Context != "second" {
+	if c2 := cf.Commits[1]; c2.Context != "second" {
 		t.Errorf("COMMIT after --: %+v", c2)
+	}
+	// The converter's text: every line where it was, each COMMIT a
+	// placeholder RUN on its first line, its other lines empty.
+	got := strings.Split(string(cf.Text), "\n")
+	want := strings.Split(src, "\n")
+	if len(got) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(got), len(want), cf.Text)
+	}
+	for i := range want {
+		switch i + 1 {
+		case 6:
+			want[i] = `RUN ["` + cfllb.Placeholder(0) + `"]`
+		case 7:
+			want[i] = ""
+		case 12:
+			want[i] = `RUN ["` + cfllb.Placeholder(1) + `"]`
+		}
+		if got[i] != want[i] {
+			t.Errorf("line %d: %q, want %q", i+1, got[i], want[i])
+		}
+	}
+}
+
+func TestExpanded(t *testing.T) {
+	cf, err := Parse([]byte("FROM scratch\nCOMMIT --author=\"$WHO\" --message='${MSG:-none}' ${CTX}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cf.Commits[0].Expanded(cf.EscapeToken, []string{"WHO=Jane Doe", "CTX=rootfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Context != "rootfs" || c.Author != "Jane Doe" || c.Message != "none" {
+		t.Errorf("expanded: %+v", c)
+	}
+	if cf.Commits[0].Context != "${CTX}" {
+		t.Errorf("Expanded changed its receiver: %+v", cf.Commits[0])
+	}
+	if _, err := cf.Commits[0].Expanded(cf.EscapeToken, nil); err == nil || !strings.Contains(err.Error(), "empty once expanded") {
+		t.Errorf("an empty context name: %v", err)
 	}
 }
 
@@ -60,12 +88,9 @@ func TestParseErrors(t *testing.T) {
 		line int
 		want string
 	}{
-		{"FROM scratch\nFROBNICATE x\n", 2, "unknown instruction: FROBNICATE"},
-		{"ENV A=1\nFROM scratch\n", 1, "before the first FROM"},
 		{"FROM scratch\nCOMMIT\n", 2, "COMMIT requires the name"},
 		{"FROM scratch\nCOMMIT a b\n", 2, "COMMIT takes one context name"},
 		{"FROM scratch\nCOMMIT --colour=red a\n", 2, "unknown flag: --colour"},
-		{"FROM scratch\nEXPOSE\n", 2, "EXPOSE requires at least one argument"},
 		{"# only a comment\n", 0, "no instructions"},
 	} {
 		_, err := Parse([]byte(tc.src))
@@ -84,12 +109,12 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestParseChanges(t *testing.T) {
-	cmds, err := ParseChanges("ENV A=1\n\nCMD [\"sh\"]\nHEALTHCHECK --interval=3s CMD true\nONBUILD RUN make")
+	lines, err := ParseChanges("ENV A=1\n\nCMD [\"sh\"]\nHEALTHCHECK --interval=3s CMD true\nONBUILD RUN make")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cmds) != 4 {
-		t.Fatalf("got %d commands", len(cmds))
+	if len(lines) != 4 {
+		t.Fatalf("got %d lines", len(lines))
 	}
 	for _, refused := range []string{"RUN make", "COPY a b", "ADD a b", "FROM scratch", "SHELL [\"bash\"]", "ARG X", "MAINTAINER me"} {
 		_, err := ParseChanges("ENV A=1\n" + refused)
@@ -106,26 +131,26 @@ func TestParseChanges(t *testing.T) {
 }
 
 func TestFromOptions(t *testing.T) {
-	cf, err := FromOptions(Options{Base: "busybox", Commit: "rootfs", Change: "USER nobody", Author: "a", Message: "m"})
+	cf, err := FromOptions("busybox", "rootfs")
 	if err != nil {
 		t.Fatal(err)
 	}
-	from, err := Parse([]byte("FROM busybox\nCOMMIT --author=a --message=m rootfs\nUSER nobody\n"))
-	if err != nil {
+	if err := cf.AppendChanges("USER nobody\n\nLABEL a=b"); err != nil {
 		t.Fatal(err)
 	}
-	got, want := cf.Stages[0], from.Stages[0]
-	if got.BaseName != want.BaseName || len(got.Commands) != len(want.Commands) {
-		t.Fatalf("options %+v, Commitfile %+v", got, want)
+	want := "FROM busybox\nRUN [\"" + cfllb.Placeholder(0) + "\"]\nUSER nobody\nLABEL a=b\n"
+	if string(cf.Text) != want || len(cf.Commits) != 1 || cf.Commits[0].Context != "rootfs" {
+		t.Errorf("text %q, commits %+v; want %q", cf.Text, cf.Commits, want)
 	}
-	gc, wc := got.Commands[0].(*CommitCommand), want.Commands[0].(*CommitCommand)
-	if gc.Context != wc.Context || gc.Author != wc.Author || gc.Message != wc.Message {
-		t.Errorf("COMMIT from options %+v, from a Commitfile %+v", gc, wc)
+	if cf, _ := FromOptions("", ""); string(cf.Text) != "FROM scratch\n" || len(cf.Commits) != 0 {
+		t.Errorf("empty options: %q", cf.Text)
 	}
-	if got.Commands[1].(*instructions.UserCommand).User != "nobody" {
-		t.Errorf("USER: %+v", got.Commands[1])
+	if _, err := FromOptions("busybox\nRUN rm -rf /", ""); err == nil {
+		t.Error("a base with a line break was taken")
 	}
-	if cf, _ := FromOptions(Options{}); cf.Stages[0].BaseName != "scratch" || len(cf.Stages[0].Commands) != 0 {
-		t.Errorf("empty options: %+v", cf.Stages[0])
+	err = cf.AppendChanges("ENV A=1 \\")
+	var le *LineError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "line continuation") {
+		t.Errorf("a change ending in a continuation: %v", err)
 	}
 }

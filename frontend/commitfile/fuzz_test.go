@@ -34,8 +34,8 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if len(cf.Stages) == 0 {
-			t.Errorf("parsed without a stage")
+		if n := strings.Count(string(cf.Text), "\n"); n != strings.Count(string(dt), "\n") {
+			t.Errorf("the converter's text has %d lines, the Commitfile %d", n, strings.Count(string(dt), "\n"))
 		}
 	})
 }
@@ -47,11 +47,15 @@ func FuzzParseChanges(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		cmds, err := ParseChanges(s)
+		lines, err := ParseChanges(s)
 		if err != nil {
 			return
 		}
-		for _, c := range cmds {
+		for _, line := range lines {
+			c, err := ParseChange(line)
+			if err != nil {
+				t.Fatalf("%q passed ParseChanges, not ParseChange: %v", line, err)
+			}
 			ok := false
 			for _, allowed := range ChangeInstructions {
 				if strings.EqualFold(c.Name(), allowed) {

@@ -2,6 +2,8 @@ package commitfile
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/command"
@@ -17,69 +19,71 @@ var ChangeInstructions = []string{
 	command.Workdir,
 }
 
-// Options are the frontend options that describe a commit without a Commitfile.
-type Options struct {
-	// Base is the base image reference, named context or "scratch".
-	Base string
-	// Commit is the name of the context holding the container filesystem;
-	// empty for a commit that only changes the config.
-	Commit string
-	// Change holds config instructions, one per line, as `docker commit --change`.
-	Change string
-	// Author is the author of the commit.
-	Author string
-	// Message is the commit message.
-	Message string
-	// CreatedBy is the history created_by of the commit, e.g. the
-	// container's command. Without Commit it adds a history entry with no
-	// layer, as a builder's metadata-only step does.
-	CreatedBy string
-}
-
-// FromOptions builds the AST that the options describe:
+// FromOptions returns the Commitfile that frontend options without one
+// describe:
 //
 //	FROM <base>
-//	COMMIT --author=<author> --message=<message> <commit>
-//	<change lines>
-func FromOptions(o Options) (*Commitfile, error) {
-	base := o.Base
+//	COMMIT <commit>
+//
+// base "" is scratch; commit "" commits nothing (a config-only step).
+func FromOptions(base, commit string) (*Commitfile, error) {
 	if base == "" {
 		base = "scratch"
 	}
-	st := Stage{BaseName: base}
-	switch {
-	case o.Commit != "":
-		st.Commands = append(st.Commands, &CommitCommand{
-			Context:   o.Commit,
-			Author:    o.Author,
-			Message:   o.Message,
-			Original:  "COMMIT " + o.Commit,
-			CreatedBy: o.CreatedBy,
-		})
-	case o.CreatedBy != "":
-		st.Commands = append(st.Commands, &HistoryCommand{CreatedBy: o.CreatedBy, Author: o.Author, Comment: o.Message})
+	for name, v := range map[string]string{"base": base, "commit": commit} {
+		if strings.ContainsAny(v, "\n\r \t\\`$\"'") {
+			return nil, errors.Errorf("option %s=%q: not a name", name, v)
+		}
 	}
-	changes, err := ParseChanges(o.Change)
-	if err != nil {
-		return nil, err
+	text := "FROM " + base + "\n"
+	if commit != "" {
+		text += "COMMIT " + commit + "\n"
 	}
-	st.Commands = append(st.Commands, changes...)
-	return &Commitfile{Stages: []Stage{st}, EscapeToken: '\\'}, nil
+	return Parse([]byte(text))
 }
 
-// ParseChanges parses `--change` instructions, one per line, and refuses any
-// instruction `docker commit` does not accept. Errors name the line.
-func ParseChanges(text string) ([]instructions.Command, error) {
-	var out []instructions.Command
+// AppendChanges appends `--change` instructions, one per line, to the end of
+// the Commitfile, after checking them as ParseChanges does.
+func (cf *Commitfile) AppendChanges(text string) error {
+	changes, err := ParseChanges(text)
+	if err != nil {
+		return err
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	escape := cf.EscapeToken
+	if escape == 0 {
+		escape = '\\'
+	}
+	var b bytes.Buffer
+	b.Write(cf.Text)
+	if len(cf.Text) > 0 && !bytes.HasSuffix(cf.Text, []byte("\n")) {
+		b.WriteByte('\n')
+	}
+	for i, line := range changes {
+		if strings.HasSuffix(strings.TrimRight(line, " \t"), string(escape)) {
+			return &LineError{Input: "change", Line: i + 1, Err: errors.Errorf("%q ends with a line continuation", line)}
+		}
+		b.WriteString(line + "\n")
+	}
+	cf.Text = b.Bytes()
+	return nil
+}
+
+// ParseChanges checks `--change` instructions, one per line, and refuses any
+// instruction `docker commit` does not accept. It returns the non-empty
+// lines; errors name the line.
+func ParseChanges(text string) ([]string, error) {
+	var out []string
 	for i, line := range strings.Split(text, "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		cmd, err := ParseChange(line)
-		if err != nil {
+		if _, err := ParseChange(line); err != nil {
 			return nil, &LineError{Input: "change", Line: i + 1, Err: err}
 		}
-		out = append(out, cmd)
+		out = append(out, line)
 	}
 	return out, nil
 }
@@ -94,43 +98,8 @@ func ParseChange(line string) (instructions.Command, error) {
 		return nil, errors.Errorf("%q: a change is exactly one instruction", line)
 	}
 	node := res.AST.Children[0]
-	name := strings.ToLower(node.Value)
-	allowed := false
-	for _, c := range ChangeInstructions {
-		if c == name {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
-		return nil, errors.Errorf("%s is not supported by --change: commit accepts only %s", strings.ToUpper(node.Value), strings.ToUpper(strings.Join(ChangeInstructions, ", ")))
+	if !slices.Contains(ChangeInstructions, strings.ToLower(node.Value)) {
+		return nil, fmt.Errorf("%s is not supported by --change: commit accepts only %s", strings.ToUpper(node.Value), strings.ToUpper(strings.Join(ChangeInstructions, ", ")))
 	}
 	return instructions.ParseCommand(node)
 }
-
-// AppendChanges appends the change instructions to the last stage of cf.
-func (cf *Commitfile) AppendChanges(text string) error {
-	changes, err := ParseChanges(text)
-	if err != nil {
-		return err
-	}
-	last := &cf.Stages[len(cf.Stages)-1]
-	last.Commands = append(last.Commands, changes...)
-	return nil
-}
-
-// HistoryCommand adds a history entry without a layer. It has no Commitfile
-// syntax: it comes from the options of a metadata-only build step.
-type HistoryCommand struct {
-	// CreatedBy, Author and Comment fill the entry.
-	CreatedBy, Author, Comment string
-}
-
-// Name returns the pseudo-instruction's name.
-func (c *HistoryCommand) Name() string { return "history" }
-
-// Location returns nil: the command comes from options.
-func (c *HistoryCommand) Location() []parser.Range { return nil }
-
-// Comments returns nil.
-func (c *HistoryCommand) Comments() []string { return nil }

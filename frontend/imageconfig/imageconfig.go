@@ -44,30 +44,6 @@ func CloneConfig(c *dockerspec.DockerOCIImageConfig) *dockerspec.DockerOCIImageC
 	return &img.Config
 }
 
-// FromBase returns the config a new image starts from: the base config with
-// its history and rootfs kept, its creation time cleared. A nil base (scratch)
-// gives an empty config for platform p.
-func FromBase(base *dockerspec.DockerOCIImage, p ocispecs.Platform) *dockerspec.DockerOCIImage {
-	if base == nil {
-		img := &dockerspec.DockerOCIImage{}
-		img.Architecture = p.Architecture
-		img.OS = p.OS
-		img.OSVersion = p.OSVersion
-		img.Variant = p.Variant
-		img.RootFS.Type = "layers"
-		img.Config.Env = []string{"PATH=" + defaultPath}
-		return img
-	}
-	img := Clone(base)
-	img.Created = nil
-	if img.RootFS.Type == "" {
-		img.RootFS.Type = "layers"
-	}
-	return img
-}
-
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // Entry describes one history entry to append.
 type Entry struct {
 	// CreatedBy is the command that made the entry.
@@ -120,7 +96,7 @@ func Apply(s State, cmd instructions.Command) (State, error) {
 	case *instructions.EnvCommand:
 		parts := make([]string, 0, len(c.Env))
 		for _, e := range c.Env {
-			cfg.Env = AddEnv(cfg.Env, e.Key, e.Value)
+			cfg.Env = addEnv(cfg.Env, e.Key, e.Value)
 			parts = append(parts, e.String())
 		}
 		createdBy = "ENV " + strings.Join(parts, " ")
@@ -148,7 +124,7 @@ func Apply(s State, cmd instructions.Command) (State, error) {
 		}
 		createdBy = fmt.Sprintf("ENTRYPOINT %q", args)
 	case *instructions.ExposeCommand:
-		ports, err := ParsePorts(c.Ports)
+		ports, err := parsePorts(c.Ports)
 		if err != nil {
 			return s, err
 		}
@@ -174,7 +150,7 @@ func Apply(s State, cmd instructions.Command) (State, error) {
 		cfg.User = c.User
 		createdBy = "USER " + c.User
 	case *instructions.WorkdirCommand:
-		cfg.WorkingDir = Workdir(cfg.WorkingDir, c.Path)
+		cfg.WorkingDir = workdir(cfg.WorkingDir, c.Path)
 		createdBy = "WORKDIR " + cfg.WorkingDir
 	case *instructions.StopSignalCommand:
 		if _, err := signal.ParseSignal(c.Signal); err != nil {
@@ -223,11 +199,11 @@ func commandLine(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCm
 	if strings.TrimSpace(line) == "" {
 		return nil
 	}
-	return append(Shell(img), line)
+	return append(shellOf(img), line)
 }
 
-// Shell returns the shell that prefixes shell-form commands.
-func Shell(img *dockerspec.DockerOCIImage) []string {
+// shellOf returns the shell that prefixes shell-form commands.
+func shellOf(img *dockerspec.DockerOCIImage) []string {
 	if len(img.Config.Shell) > 0 {
 		return slices.Clone(img.Config.Shell)
 	}
@@ -237,14 +213,9 @@ func Shell(img *dockerspec.DockerOCIImage) []string {
 	return []string{"/bin/sh", "-c"}
 }
 
-// CommandLine is commandLine for callers outside the package.
-func CommandLine(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCmdLine) []string {
-	return commandLine(img, c)
-}
-
-// AddEnv returns env with k set to v: an existing key is replaced in place,
+// addEnv returns env with k set to v: an existing key is replaced in place,
 // a new one appended.
-func AddEnv(env []string, k, v string) []string {
+func addEnv(env []string, k, v string) []string {
 	out := slices.Clone(env)
 	for i, kv := range out {
 		key, _, _ := strings.Cut(kv, "=")
@@ -256,8 +227,8 @@ func AddEnv(env []string, k, v string) []string {
 	return append(out, k+"="+v)
 }
 
-// Workdir resolves a WORKDIR argument against the current working directory.
-func Workdir(cur, p string) string {
+// workdir resolves a WORKDIR argument against the current working directory.
+func workdir(cur, p string) string {
 	if path.IsAbs(p) {
 		return path.Clean(p)
 	}
@@ -267,9 +238,9 @@ func Workdir(cur, p string) string {
 	return path.Join(cur, p)
 }
 
-// ParsePorts normalises EXPOSE arguments the way docker does: a missing
+// parsePorts normalises EXPOSE arguments the way docker does: a missing
 // protocol is tcp, and a range expands to one entry per port.
-func ParsePorts(specs []string) ([]string, error) {
+func parsePorts(specs []string) ([]string, error) {
 	var out []string
 	for _, spec := range specs {
 		portPart, proto, hasProto := strings.Cut(spec, "/")

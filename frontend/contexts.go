@@ -1,0 +1,85 @@
+package frontend
+
+import (
+	"context"
+
+	"github.com/commit-frontend/commit-frontend/changeset"
+	cfllb "github.com/commit-frontend/commit-frontend/llb"
+	bkllb "github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/frontend/dockerui"
+	gwclient "github.com/moby/buildkit/frontend/gateway/client"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+)
+
+// contexts loads COMMIT contexts and squash bases through the gateway.
+type contexts struct {
+	bc *dockerui.Client
+	c  gwclient.Client
+}
+
+func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.Platform) (*bkllb.State, *dockerspec.DockerOCIImage, error) {
+	nc, err := cs.bc.NamedContext(name, dockerui.ContextOpt{Platform: p, ResolveMode: cs.bc.ImageResolveMode.String()})
+	if err != nil || nc == nil {
+		return nil, nil, err
+	}
+	return nc.Load(ctx)
+}
+
+// CommitSource returns what the COMMIT context name holds: a named context
+// (--build-context) or a local one (--local), read as a change set when it
+// carries a change-set manifest, else as a whole tree.
+func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.Platform, at ...bkllb.ConstraintsOpt) (*cfllb.CommitSource, error) {
+	st, _, err := cs.namedContext(ctx, name, p)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		bo := cs.c.BuildOpts()
+		sessionID := bo.SessionID
+		if v, ok := bo.Opts["local-sessionid:"+name]; ok {
+			sessionID = v
+		}
+		lopts := []bkllb.LocalOption{bkllb.SessionID(sessionID), bkllb.SharedKeyHint(name), bkllb.WithCustomName("[commit] load " + name)}
+		for _, a := range at {
+			if lo, ok := a.(bkllb.LocalOption); ok {
+				lopts = append(lopts, lo)
+			}
+		}
+		l := bkllb.Local(name, lopts...)
+		st = &l
+	}
+	def, err := st.Marshal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := cs.c.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB()})
+	if err != nil {
+		return nil, errors.Wrapf(err, "loading the context %q (give it with --local %s=DIR or --build-context %s=...)", name, name, name)
+	}
+	ref, err := res.SingleRef()
+	if err != nil {
+		return nil, err
+	}
+	dt, err := ref.ReadFile(ctx, gwclient.ReadRequest{Filename: changeset.ManifestFile})
+	if err != nil {
+		// No manifest: a plain tree.
+		return &cfllb.CommitSource{Kind: cfllb.Tree, State: *st}, nil
+	}
+	m, err := changeset.ParseManifest(dt)
+	if err != nil {
+		return nil, errors.Wrapf(err, "context %q", name)
+	}
+	src := &cfllb.CommitSource{Kind: cfllb.ChangeSet, State: *st, TarPath: "/" + changeset.TarFile, Entries: m.Entries}
+	if m.Whiteouts > 0 {
+		wh, err := ref.ReadFile(ctx, gwclient.ReadRequest{Filename: changeset.WhiteoutFile})
+		if err != nil {
+			return nil, errors.Wrapf(err, "context %q: reading %s", name, changeset.WhiteoutFile)
+		}
+		if src.Deletions, src.Opaque, err = changeset.ParseWhiteouts(wh); err != nil {
+			return nil, errors.Wrapf(err, "context %q", name)
+		}
+	}
+	return src, nil
+}

@@ -1,0 +1,182 @@
+package frontend
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+)
+
+// The frontend's option keys: `--opt KEY=VALUE` for buildctl, and what
+// every client of the frontend (the commit command, CommitBuildStep) sends,
+// always through Options.Attrs. The dockerui keys a client also sets
+// (platform, context:NAME) are encoded by Options too.
+const (
+	// KeyFilename names the Commitfile in the dockerfile context.
+	KeyFilename = "filename"
+	// KeyBase is the base of a Commitfile-less build: an image, a named
+	// context or scratch.
+	KeyBase = "base"
+	// KeyCommit names the context holding the container filesystem.
+	KeyCommit = "commit"
+	// KeyChange holds `docker commit --change` instructions, one per line.
+	KeyChange = "change"
+	// KeyAuthor is the author of every COMMIT that gives none.
+	KeyAuthor = "author"
+	// KeyMessage is the comment of every COMMIT that gives none.
+	KeyMessage = "message"
+	// KeyCreatedBy is the history created_by of every COMMIT; without a
+	// COMMIT it adds one history entry with no layer.
+	KeyCreatedBy = "created-by"
+	// KeyImageConfig is a whole container config (JSON) that replaces the
+	// base's: a builder step's config.
+	KeyImageConfig = "image-config"
+	// KeySquashSince makes every COMMIT squash everything above the named
+	// context's image (or "scratch": everything) into one layer.
+	KeySquashSince = "squash-since"
+	// KeySquashSinceName is how history names the squash base.
+	KeySquashSinceName = "squash-since-name"
+	// KeyPlatform is dockerui's target platform list.
+	KeyPlatform = "platform"
+	// KeyContextPrefix starts dockerui's named-context keys.
+	KeyContextPrefix = "context:"
+	// KeyBuildArgPrefix starts dockerui's build-argument keys.
+	KeyBuildArgPrefix = "build-arg:"
+	// KeyProvenance asks BuildKit for a provenance attestation.
+	KeyProvenance = "attest:provenance"
+
+	// DefaultFilename is the Commitfile read when no filename is given.
+	DefaultFilename = "Commitfile"
+	// SquashScratch as KeySquashSince squashes the whole filesystem.
+	SquashScratch = "scratch"
+)
+
+// Options are the frontend's options, decoded.
+type Options struct {
+	// Filename is the Commitfile's name; "" when none was given.
+	Filename string
+	// Base and Commit describe a build without a Commitfile.
+	Base, Commit string
+	// Changes are `--change` instructions.
+	Changes []string
+	// Author and Message apply to COMMITs that give none.
+	Author, Message string
+	// CreatedBy is the history created_by of every COMMIT.
+	CreatedBy string
+	// ImageConfig replaces the base's config.
+	ImageConfig *dockerspec.DockerOCIImageConfig
+	// SquashSince names the image (a named context) every COMMIT squashes
+	// down to, or SquashScratch; SquashSinceName names it in history.
+	SquashSince, SquashSinceName string
+	// Platform is the target platform list, comma-separated.
+	Platform string
+	// Contexts are named contexts: name → value (docker-image://,
+	// oci-layout://, input:...).
+	Contexts map[string]string
+	// BuildArgs are build arguments: name → value.
+	BuildArgs map[string]string
+	// Provenance is BuildKit's provenance attestation setting (mode=min|max).
+	Provenance string
+}
+
+// ParseOptions decodes the options the frontend reads from m; other keys
+// (build args, dockerui's own) are left to dockerui.
+func ParseOptions(m map[string]string) (*Options, error) {
+	o := &Options{
+		Filename:        m[KeyFilename],
+		Base:            m[KeyBase],
+		Commit:          m[KeyCommit],
+		Author:          m[KeyAuthor],
+		Message:         m[KeyMessage],
+		CreatedBy:       m[KeyCreatedBy],
+		SquashSince:     m[KeySquashSince],
+		SquashSinceName: m[KeySquashSinceName],
+		Platform:        m[KeyPlatform],
+		Provenance:      m[KeyProvenance],
+	}
+	if v := m[KeyChange]; v != "" {
+		o.Changes = strings.Split(v, "\n")
+	}
+	if v := m[KeyImageConfig]; v != "" {
+		o.ImageConfig = &dockerspec.DockerOCIImageConfig{}
+		if err := json.Unmarshal([]byte(v), o.ImageConfig); err != nil {
+			return nil, errors.Wrapf(err, "option %s: not an image config", KeyImageConfig)
+		}
+		if len(o.Changes) > 0 {
+			return nil, errors.Errorf("options %s and %s exclude each other: apply the changes to the config", KeyImageConfig, KeyChange)
+		}
+	}
+	for k, v := range m {
+		if name, ok := strings.CutPrefix(k, KeyContextPrefix); ok {
+			o.Contexts = put(o.Contexts, name, v)
+		} else if name, ok := strings.CutPrefix(k, KeyBuildArgPrefix); ok {
+			o.BuildArgs = put(o.BuildArgs, name, v)
+		}
+	}
+	return o, nil
+}
+
+// Attrs encodes o as frontend options; empty fields are left out.
+func (o *Options) Attrs() (map[string]string, error) {
+	m := map[string]string{}
+	set := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	set(KeyFilename, o.Filename)
+	set(KeyBase, o.Base)
+	set(KeyCommit, o.Commit)
+	set(KeyChange, strings.Join(o.Changes, "\n"))
+	set(KeyAuthor, o.Author)
+	set(KeyMessage, o.Message)
+	set(KeyCreatedBy, o.CreatedBy)
+	set(KeySquashSince, o.SquashSince)
+	set(KeySquashSinceName, o.SquashSinceName)
+	set(KeyPlatform, o.Platform)
+	if o.ImageConfig != nil {
+		dt, err := json.Marshal(o.ImageConfig)
+		if err != nil {
+			return nil, errors.Wrap(err, "image config")
+		}
+		m[KeyImageConfig] = string(dt)
+	}
+	set(KeyProvenance, o.Provenance)
+	for name, v := range o.Contexts {
+		m[KeyContextPrefix+name] = v
+	}
+	for name, v := range o.BuildArgs {
+		m[KeyBuildArgPrefix+name] = v
+	}
+	return m, nil
+}
+
+func put(m map[string]string, k, v string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[k] = v
+	return m
+}
+
+// optionsOnly reports whether the options alone describe the build, with no
+// Commitfile to read.
+func (o *Options) optionsOnly() bool {
+	return o.Filename == "" && (o.Base != "" || o.Commit != "")
+}
+
+// Clone returns a copy of o that shares nothing with it.
+func (o *Options) Clone() *Options {
+	c := *o
+	c.Changes = slices.Clone(o.Changes)
+	c.Contexts = maps.Clone(o.Contexts)
+	c.BuildArgs = maps.Clone(o.BuildArgs)
+	if o.ImageConfig != nil {
+		c.ImageConfig = imageconfig.CloneConfig(o.ImageConfig)
+	}
+	return &c
+}

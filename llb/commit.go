@@ -1,0 +1,115 @@
+// Package llb turns a COMMIT into BuildKit LLB: a change set applied on a
+// state, a whole tree diffed against it, a squash by Diff and Merge, and the
+// splice that puts those ops where BuildKit's Dockerfile converter left a
+// placeholder. It is pure: no daemon, no gateway client.
+//
+// In this project BuildKit's own client/llb package is always imported as bkllb.
+package llb
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/commit-frontend/commit-frontend/changeset"
+	bkllb "github.com/moby/buildkit/client/llb"
+)
+
+// SourceKind tells how a COMMIT context holds the filesystem.
+type SourceKind int
+
+const (
+	// Tree is a plain directory tree: the whole filesystem to commit.
+	Tree SourceKind = iota
+	// ChangeSet is a change set: a tar of added and modified entries plus a
+	// list of deletions and replaced directories.
+	ChangeSet
+)
+
+// CommitSource is what a COMMIT context holds.
+type CommitSource struct {
+	// Kind is how the filesystem is held.
+	Kind SourceKind
+	// State is the context's filesystem.
+	State bkllb.State
+	// TarPath is the change set's tar inside State (ChangeSet only).
+	TarPath string
+	// Entries is the number of entries in the tar (ChangeSet only).
+	Entries int
+	// Deletions are the paths the change set deletes (ChangeSet only).
+	Deletions []string
+	// Opaque are the directories the change set replaces (ChangeSet only).
+	Opaque []string
+}
+
+// Empty reports whether the source changes nothing.
+func (s *CommitSource) Empty() bool {
+	return s.Kind == ChangeSet && s.Entries == 0 && len(s.Deletions) == 0 && len(s.Opaque) == 0
+}
+
+// Squash is the image a squashing COMMIT keeps as it is.
+type Squash struct {
+	// Name names the image in history comments ("scratch" for none).
+	Name string
+	// State is its filesystem; Layers its number of layers (0: scratch).
+	State  bkllb.State
+	Layers int
+}
+
+// Squashed returns state as one layer on sq: the whole filesystem copied
+// into an empty one (so no layer of the chain can be reused), then its
+// difference from sq's filesystem, BuildKit's differ computing it, merged
+// on sq.
+func Squashed(state bkllb.State, sq *Squash, opts ...bkllb.ConstraintsOpt) bkllb.State {
+	flat := bkllb.Scratch().File(bkllb.Copy(state, "/", "/", &bkllb.CopyInfo{CopyDirContentsOnly: true}), opts...)
+	if sq.Layers == 0 {
+		return flat
+	}
+	return bkllb.Merge([]bkllb.State{sq.State, bkllb.Diff(sq.State, flat, opts...)}, opts...)
+}
+
+// ChangeSetAction is the one file action that applies a change set: the
+// deletions and replaced directories first, then the tar extracted at /.
+func ChangeSetAction(src *CommitSource) *bkllb.FileAction {
+	var fa *bkllb.FileAction
+	rm := func(p string) {
+		info := &bkllb.RmInfo{AllowNotFound: true}
+		if pat, ok := changeset.PathPattern(p); ok {
+			p = pat
+			info.AllowWildcard = true
+		}
+		if fa == nil {
+			fa = bkllb.Rm(p, info)
+		} else {
+			fa = fa.Rm(p, info)
+		}
+	}
+	for _, d := range slices.Sorted(slices.Values(src.Deletions)) {
+		rm("/" + strings.TrimPrefix(d, "/"))
+	}
+	for _, d := range slices.Sorted(slices.Values(src.Opaque)) {
+		rm("/" + strings.TrimPrefix(d, "/"))
+	}
+	if src.Entries > 0 {
+		cp := &bkllb.CopyInfo{AttemptUnpack: true, CreateDestPath: true}
+		if fa == nil {
+			fa = bkllb.Copy(src.State, src.TarPath, "/", cp)
+		} else {
+			fa = fa.Copy(src.State, src.TarPath, "/", cp)
+		}
+	}
+	return fa
+}
+
+// Apply returns the state a COMMIT of src makes of st, and whether it adds a
+// layer: a change set applied in one file op, or the difference between st
+// and a whole tree merged on st. An empty change set leaves st as it is.
+func Apply(st bkllb.State, src *CommitSource, opts ...bkllb.ConstraintsOpt) (bkllb.State, bool) {
+	switch {
+	case src.Empty():
+		return st, false
+	case src.Kind == ChangeSet:
+		return st.File(ChangeSetAction(src), opts...), true
+	default:
+		return bkllb.Merge([]bkllb.State{st, bkllb.Diff(st, src.State, opts...)}, opts...), true
+	}
+}
