@@ -36,10 +36,11 @@ func checkExample(t *testing.T, out string) {
 	img := readOCITar(t, out)
 	base := baseImage(t)
 	steps := nonEmptyHistory(&img.Config)[len(base.Manifest.Layers):]
-	if len(steps) != 3 || len(img.Manifest.Layers) != len(base.Manifest.Layers)+3 {
-		t.Fatalf("want 3 layers (install, adduser, copy app): %+v", steps)
+	// WORKDIR makes its directory: a layer, as in a Dockerfile.
+	if len(steps) != 4 || len(img.Manifest.Layers) != len(base.Manifest.Layers)+4 {
+		t.Fatalf("want 4 layers (install, adduser, workdir, copy app): %+v", steps)
 	}
-	if !strings.Contains(steps[0].CreatedBy, "cp -a /tmp/packages/bin/.") || !strings.HasPrefix(steps[2].CreatedBy, "COPY app/ ./") {
+	if !strings.Contains(steps[0].CreatedBy, "cp -a /tmp/packages/bin/.") || steps[2].CreatedBy != "WORKDIR /srv/app" || !strings.HasPrefix(steps[3].CreatedBy, "COPY --chown=1000:1000 --chmod=0755 app/ ./") {
 		t.Errorf("history: %+v", steps)
 	}
 	files := map[string]layerEntry{}

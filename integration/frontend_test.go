@@ -48,8 +48,9 @@ CMD ["sh", "-c", "cat /greeting"]
 
 	base := baseImage(t)
 	img := readOCITar(t, out)
-	if got, want := len(img.Manifest.Layers), len(base.Manifest.Layers)+2; got != want {
-		t.Fatalf("layers: got %d, want %d (base + COMMIT + RUN)", got, want)
+	// WORKDIR makes its directory: a layer, as in a Dockerfile.
+	if got, want := len(img.Manifest.Layers), len(base.Manifest.Layers)+3; got != want {
+		t.Fatalf("layers: got %d, want %d (base + COMMIT + RUN + WORKDIR)", got, want)
 	}
 	for i, l := range base.Manifest.Layers {
 		if img.Manifest.Layers[i].Digest != l.Digest {
@@ -66,7 +67,7 @@ CMD ["sh", "-c", "cat /greeting"]
 	if !reflect.DeepEqual(img.Config.History[:len(base.Config.History)], base.Config.History) {
 		t.Errorf("base history not kept:\n%+v\nwant prefix\n%+v", img.Config.History, base.Config.History)
 	}
-	commit := nonEmpty[len(nonEmpty)-2]
+	commit := nonEmpty[len(base.Manifest.Layers)]
 	if commit.CreatedBy != "COMMIT rootfs" || commit.Author != "Jane Doe" || commit.Comment != "first commit" {
 		t.Errorf("COMMIT history entry: %+v", commit)
 	}
@@ -80,13 +81,14 @@ CMD ["sh", "-c", "cat /greeting"]
 			t.Errorf("history entry %q has no created time", h.CreatedBy)
 		}
 	}
+	// BuildKit's created_by for every instruction but COMMIT.
 	wantCreatedBy := []string{
-		"ARG GREETING=hi",
+		"ARG GREETING=hello-arg",
 		"ENV GREETING=hello-arg FOO=bar",
 		"COMMIT rootfs",
-		"RUN /bin/sh -c echo $GREETING > /greeting # buildkit",
+		"RUN |1 GREETING=hello-arg /bin/sh -c echo $GREETING > /greeting # buildkit",
 		"LABEL org.example.a=b",
-		"EXPOSE 53/udp 8080/tcp",
+		"EXPOSE [53/udp 8080/tcp]",
 		"WORKDIR /srv",
 		"USER 1000:1000",
 	}
@@ -113,7 +115,7 @@ CMD ["sh", "-c", "cat /greeting"]
 		t.Errorf("platform: %s/%s", img.Config.OS, img.Config.Architecture)
 	}
 
-	commitLayer := layerEntries(t, img.Layers[len(img.Layers)-2])
+	commitLayer := layerEntries(t, img.Layers[len(base.Manifest.Layers)])
 	if e, ok := commitLayer["etc/hello"]; !ok || string(e.Data) != "hello\n" {
 		t.Errorf("COMMIT layer: etc/hello = %+v", e)
 	}
@@ -123,7 +125,7 @@ CMD ["sh", "-c", "cat /greeting"]
 	if _, ok := commitLayer["bin/sh"]; ok {
 		t.Errorf("COMMIT layer carries the unchanged bin/sh")
 	}
-	runLayer := layerEntries(t, img.Layers[len(img.Layers)-1])
+	runLayer := layerEntries(t, img.Layers[len(base.Manifest.Layers)+1])
 	if e := runLayer["greeting"]; string(e.Data) != "hello-arg\n" {
 		t.Errorf("RUN layer: greeting = %q", e.Data)
 	}
@@ -296,7 +298,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"unknown instruction", "FROM scratch\nENV A=1\nFROBNICATE x\n", nil, []string{"unknown instruction: FROBNICATE", "Commitfile:3:"}},
 		{"malformed COMMIT", "FROM scratch\nCOMMIT a b\n", nil, []string{"COMMIT takes one context name", "Commitfile:2:"}},
-		{"no FROM", "COMMIT rootfs\n", nil, []string{"FROM", "Commitfile:1:"}},
+		{"no FROM", "COMMIT rootfs\n", nil, []string{"no build stage", "Commitfile:1:"}},
 		{"missing context", "FROM scratch\n\nCOMMIT nosuchctx\n", nil, []string{`"nosuchctx"`, "Commitfile:3:"}},
 		{"missing base image", "FROM " + env.reg.Host + "/no/such:image\nCOMMIT rootfs\n", nil, []string{env.reg.Host + "/no/such:image", "Commitfile:1:"}},
 		{"bad change", "FROM scratch\n", []string{"--opt", "change=ENV A=1\nRUN rm -rf /"}, []string{"change line 2", "RUN is not supported by --change"}},
