@@ -165,7 +165,6 @@ func TestAddHistory(t *testing.T) {
 	}
 }
 
-
 type emptyEnv struct{}
 
 func (emptyEnv) Get(string) (string, bool) { return "", false }
