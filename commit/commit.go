@@ -19,8 +19,6 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
@@ -241,28 +239,12 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	cc, tg := j.cc, j.target
 	// Everything written from here on is held by a lease until the image
 	// record references it; the lease ends with the commit, on every path.
-	if err := removeStaleLeases(ctx, cc); err != nil {
+	l, err := newLanding(ctx, cc, j.ns, j.bk)
+	if err != nil {
 		return nil, err
 	}
-	lctx, doneLease, err := cc.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour), leases.WithLabels(leaseLabels()))
-	if err != nil {
-		return nil, errors.Wrap(err, "creating a containerd lease")
-	}
-	defer func() {
-		// Retry for a while: containerd may be restarting.
-		var err error
-		for i := 0; i < 10; i++ {
-			if err = doneLease(context.WithoutCancel(lctx)); err == nil || errdefs.IsNotFound(err) {
-				return
-			}
-			time.Sleep(time.Second)
-		}
-		if retErr == nil {
-			retErr = errors.Wrap(err, "releasing the containerd lease")
-		}
-	}()
-	leaseID, _ := leases.FromContext(lctx)
-	store := exporter.LeasedStore(cc.ContentStore(), j.ns, leaseID, exporter.BuildkitContent(j.bk))
+	defer l.release(&retErr)
+	lctx, store := l.ctx, l.store
 	storeID := "containerd-" + sanitizeID(j.ns)
 	var roots []ocispecs.Descriptor
 	if tg.manifest.Digest != "" {
@@ -298,59 +280,14 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 	so := bkclient.SolveOpt{OCIStores: map[string]contentStore{storeID: sessionStore}, Session: j.session}
 
-	so.Exports = j.outputs
-	toStore := len(so.Exports) == 0
-	// When buildkitd's containerd worker works in this very containerd
-	// and namespace, BuildKit's own image exporter writes the image where
-	// it belongs: no blob crosses the session and the new layer is already
-	// a snapshot there. Otherwise the OCI export streams the new blobs
-	// into containerd's content store through the session.
-	direct := j.dockerExport
-	if toStore && !direct {
-		direct, err = sharesContainerd(ctx, cc, j.bk, j.ns, tg.snapshotter)
-		if err != nil {
-			return nil, err
-		}
-	}
-	switch {
-	case toStore && j.dockerExport:
-		// dockerd's exporter writes docker's image: record, gc labels,
-		// snapshots; without a name, docker's dangling image.
-		attrs := map[string]string{}
-		if j.name != "" {
-			attrs[string(exptypes.OptKeyName)] = j.name
-		}
-		so.Exports = []bkclient.ExportEntry{{Type: "moby", Attrs: attrs}}
-	case direct:
-		attrs := map[string]string{
-			string(exptypes.OptKeyUnpack): "true", string(exptypes.OptKeyOCITypes): "true",
-		}
-		if j.name != "" {
-			attrs[string(exptypes.OptKeyName)] = j.name
-		} else {
-			attrs[string(exptypes.OptKeyDanglingPrefix)] = danglingPrefix
-		}
-		so.Exports = []bkclient.ExportEntry{{Type: bkclient.ExporterImage, Attrs: attrs}}
-	case toStore:
-		so.Exports = []bkclient.ExportEntry{{
-			Type:        bkclient.ExporterOCI,
-			Attrs:       map[string]string{"tar": "false", "oci-mediatypes": "true"},
-			OutputStore: sessionStore,
-		}}
-	}
-	for _, e := range so.Exports {
-		if e.Attrs == nil {
-			continue
-		}
-		if _, ok := e.Attrs["compression"]; !ok && j.compression != "" {
-			e.Attrs["compression"] = j.compression
-		}
-		if _, ok := e.Attrs["compression-level"]; !ok && j.compressionLevel != 0 {
-			e.Attrs["compression-level"] = strconv.Itoa(j.compressionLevel)
-		}
-		if _, ok := e.Attrs["rewrite-timestamp"]; !ok && j.rewriteTimestamp {
-			e.Attrs["rewrite-timestamp"] = "true"
-		}
+	toStore := len(j.outputs) == 0
+	var direct bool
+	so.Exports, direct, err = l.exports(ctx, exportOpt{
+		outputs: j.outputs, name: j.name, snapshotter: tg.snapshotter, dockerExport: j.dockerExport, sessionStore: sessionStore,
+		compression: j.compression, compressionLevel: j.compressionLevel, rewriteTimestamp: j.rewriteTimestamp,
+	})
+	if err != nil {
+		return nil, err
 	}
 
 	// A change set that fails as it streams stops the solve with its error.
@@ -417,36 +354,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	if !toStore {
 		return res, nil
 	}
-	desc, err := exporter.ManifestDescriptor(lctx, store, resp.ExporterResponse)
-	if err != nil {
+	if err := l.land(resp.ExporterResponse, direct, j.name, tg.snapshotter, res); err != nil {
 		return nil, err
 	}
-	res.Manifest = desc
-	res.Exported, res.Fetched = store.Written(), store.Fetched()
-	if direct {
-		// BuildKit wrote the record, labels and snapshots itself.
-		res.Name = resp.ExporterResponse[exptypes.ExporterImageNameKey]
-		if res.Name == "" {
-			res.Name = danglingPrefix + "@" + desc.Digest.String()
-		}
-		if _, err := cc.ImageService().Get(lctx, res.Name); err != nil {
-			return nil, errors.Wrapf(err, "the image buildkitd's containerd worker wrote (%q)", res.Name)
-		}
-		return res, nil
-	}
-	name := j.name
-	if name == "" {
-		name = danglingPrefix + "@" + desc.Digest.String()
-	}
-	if err := exporter.Store(lctx, cc, exporter.StoreOpt{
-		Name:        name,
-		Manifest:    desc,
-		Snapshotter: tg.snapshotter,
-		Store:       store,
-	}); err != nil {
-		return nil, err
-	}
-	res.Name = name
 	return res, nil
 }
 

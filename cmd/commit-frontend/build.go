@@ -1,15 +1,19 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/commit-frontend/commit-frontend/commit"
 	"github.com/commit-frontend/commit-frontend/internal/buildopt"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
 	"github.com/moby/buildkit/session"
+	"github.com/moby/buildkit/session/sshforward/sshprovider"
 	"github.com/pkg/errors"
 	"github.com/spf13/cobra"
 	"github.com/tonistiigi/fsutil"
@@ -28,6 +32,17 @@ type buildFlags struct {
 	iidfile      string
 	target       string
 	noCache      bool
+	tags         []string
+	address      string
+	namespace    string
+	snapshotter  string
+	secrets      []string
+	ssh          []string
+	cacheFrom    []string
+	cacheTo      []string
+	allow        []string
+	network      string
+	addHosts     []string
 }
 
 func newBuildCommand() *cobra.Command {
@@ -35,7 +50,13 @@ func newBuildCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "build [OPTIONS] PATH",
 		Short: "Build a Commitfile with the commit frontend run in-process against a buildkitd",
-		Args:  cobra.ExactArgs(1),
+		Long: `Build a Commitfile (a Dockerfile plus COMMIT) with the commit frontend run
+in-process against any buildkitd.
+
+With -t the image lands in containerd's image store (--address, -n), unpacked,
+as nerdctl build -t does, and its ID is printed on stdout; with --output it goes
+wherever buildctl would send it.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runBuild(cmd, f, args[0])
 		},
@@ -53,6 +74,17 @@ func newBuildCommand() *cobra.Command {
 	fl.StringVar(&f.iidfile, "iidfile", "", "write the image ID to this file")
 	fl.StringVar(&f.target, "target", "", "stage to build")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the build cache")
+	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "name the image and land it in containerd's image store (repeatable)")
+	fl.StringVar(&f.address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd socket, for --tag")
+	fl.StringVarP(&f.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace, for --tag")
+	fl.StringVar(&f.snapshotter, "snapshotter", "overlayfs", "snapshotter the image is unpacked into, for --tag")
+	fl.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (buildctl syntax)")
+	fl.StringArrayVar(&f.ssh, "ssh", nil, "ssh agent socket or keys for RUN --mount=type=ssh: default|ID[=SOCKET|KEY,...] (buildctl syntax)")
+	fl.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import build cache, e.g. type=registry,ref=REF (buildctl --import-cache syntax)")
+	fl.StringArrayVar(&f.cacheTo, "cache-to", nil, "export build cache, e.g. type=registry,ref=REF,mode=max (buildctl --export-cache syntax)")
+	fl.StringArrayVar(&f.allow, "allow", nil, "allow an entitlement: network.host, security.insecure")
+	fl.StringVar(&f.network, "network", "", "network mode of RUN steps: default, none or host")
+	fl.StringArrayVar(&f.addHosts, "add-host", nil, "add a host-to-IP mapping to RUN steps (HOST:IP)")
 	return cmd
 }
 
@@ -88,6 +120,16 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	if f.noCache {
 		attrs["no-cache"] = ""
 	}
+	// The dockerui options buildx passes for the same flags.
+	if f.network != "" {
+		attrs["force-network-mode"] = f.network
+	}
+	if len(f.addHosts) > 0 {
+		attrs["add-hosts"] = strings.Join(f.addHosts, ",")
+	}
+	if len(f.tags) > 0 && len(f.outputs) > 0 {
+		return errors.New("--tag lands the image in containerd's image store; --output sends it elsewhere: give one of them")
+	}
 	ctxFS, err := fsutil.NewFS(path)
 	if err != nil {
 		return err
@@ -105,11 +147,44 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	if err != nil {
 		return err
 	}
+	attachables := []session.Attachable{solve.DockerAuth()}
+	if len(f.secrets) > 0 {
+		sp, err := build.ParseSecret(f.secrets)
+		if err != nil {
+			return errors.Wrap(err, "--secret")
+		}
+		attachables = append(attachables, sp)
+	}
+	if len(f.ssh) > 0 {
+		configs, err := build.ParseSSH(f.ssh)
+		if err != nil {
+			return errors.Wrap(err, "--ssh")
+		}
+		sp, err := sshprovider.NewSSHAgentProvider(configs)
+		if err != nil {
+			return errors.Wrap(err, "--ssh")
+		}
+		attachables = append(attachables, sp)
+	}
+	if err := build.ValidateAllow(f.allow); err != nil {
+		return errors.Wrap(err, "--allow")
+	}
+	cacheImports, err := build.ParseImportCache(f.cacheFrom)
+	if err != nil {
+		return errors.Wrap(err, "--cache-from")
+	}
+	cacheExports, err := build.ParseExportCache(f.cacheTo)
+	if err != nil {
+		return errors.Wrap(err, "--cache-to")
+	}
 	opt := client.SolveOpt{
-		Exports:       exports,
-		FrontendAttrs: attrs,
-		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": fileFS},
-		Session:       []session.Attachable{solve.DockerAuth()},
+		Exports:             exports,
+		FrontendAttrs:       attrs,
+		LocalMounts:         map[string]fsutil.FS{"context": ctxFS, "dockerfile": fileFS},
+		Session:             attachables,
+		CacheImports:        cacheImports,
+		CacheExports:        cacheExports,
+		AllowedEntitlements: f.allow,
 	}
 	if err := buildopt.AddContexts(&opt, f.contexts); err != nil {
 		return err
@@ -119,11 +194,37 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 		return err
 	}
 	defer c.Close()
+	if len(f.tags) > 0 {
+		return buildToStore(cmd, f, c, opt)
+	}
 	resp, err := solve.Run(ctx, c, opt, f.progress)
 	if err != nil {
 		return err
 	}
 	return writeResults(resp, f.metadataFile, f.iidfile)
+}
+
+// buildToStore lands the build in containerd's image store and prints the
+// image ID.
+func buildToStore(cmd *cobra.Command, f buildFlags, bk *client.Client, opt client.SolveOpt) error {
+	ctx := cmd.Context()
+	cc, err := containerd.New(f.address, containerd.WithDefaultNamespace(f.namespace))
+	if err != nil {
+		return errors.Wrapf(err, "connecting to containerd at %s", f.address)
+	}
+	defer cc.Close()
+	res, err := commit.Build(ctx, commit.BuildOptions{
+		Containerd: cc, Namespace: f.namespace, Buildkit: bk,
+		Tags: f.tags, Snapshotter: f.snapshotter, Solve: opt, Progress: f.progress,
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeResults(&client.SolveResponse{ExporterResponse: res.ExporterResponse}, f.metadataFile, f.iidfile); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), res.ImageID)
+	return nil
 }
 
 func writeResults(resp *client.SolveResponse, metadataFile, iidfile string) error {
