@@ -67,12 +67,22 @@ func (c *CommitCommand) Expanded(escape rune, env []string) (*CommitCommand, err
 	}
 	lex := shell.NewLex(escape)
 	out := *c
-	for _, p := range []*string{&out.Context, &out.Author, &out.Message} {
-		res, err := lex.ProcessWordWithMatches(*p, shell.EnvsFromSlice(env))
+	// The flag values come unquoted from the parser: their quotes are
+	// text ("the container's changes"), only $VARIABLES expand.
+	literal := strings.NewReplacer(`'`, string(escape)+`'`, `"`, string(escape)+`"`)
+	for _, w := range []struct {
+		p      *string
+		quoted bool
+	}{{&out.Context, true}, {&out.Author, false}, {&out.Message, false}} {
+		word := *w.p
+		if !w.quoted {
+			word = literal.Replace(word)
+		}
+		res, err := lex.ProcessWordWithMatches(word, shell.EnvsFromSlice(env))
 		if err != nil {
 			return nil, parser.WithLocation(errors.Wrap(err, "COMMIT"), c.Loc)
 		}
-		*p = res.Result
+		*w.p = res.Result
 	}
 	if out.Context == "" {
 		return nil, parser.WithLocation(errors.Errorf("COMMIT %s: the context name is empty once expanded", c.Context), c.Loc)

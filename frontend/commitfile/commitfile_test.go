@@ -63,7 +63,7 @@ COMMIT -- second
 }
 
 func TestExpanded(t *testing.T) {
-	cf, err := Parse([]byte("FROM scratch\nCOMMIT --author=\"$WHO\" --message='${MSG:-none}' ${CTX}\n"))
+	cf, err := Parse([]byte("FROM scratch\nCOMMIT --author=\"$WHO\" --message=\"${MSG:-none}, isn't it \\\"so\\\"\" ${CTX}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestExpanded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Context != "rootfs" || c.Author != "Jane Doe" || c.Message != "none" {
+	if c.Context != "rootfs" || c.Author != "Jane Doe" || c.Message != `none, isn't it "so"` {
 		t.Errorf("expanded: %+v", c)
 	}
 	if cf.Commits[0].Context != "${CTX}" {
