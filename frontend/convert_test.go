@@ -312,3 +312,51 @@ func TestConvertSquash(t *testing.T) {
 		t.Errorf("history %q, want %q", got, want)
 	}
 }
+
+// TestConvertPlatforms converts one Commitfile for several platforms at
+// once, as dockerui's Build does: run with -race, it shows the conversions
+// share nothing they write.
+func TestConvertPlatforms(t *testing.T) {
+	dt, err := os.ReadFile(filepath.Join(testdata, "pipeline.Commitfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := commitfile.Parse(dt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plats := []ocispecs.Platform{amd64, {OS: "linux", Architecture: "arm64"}, {OS: "linux", Architecture: "arm", Variant: "v7"}}
+	results := make([]*Result, len(plats))
+	errs := make(chan error, len(plats))
+	for i := range plats {
+		go func() {
+			opt := ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources}
+			opt.Dockerfile.TargetPlatform = &plats[i]
+			var err error
+			results[i], err = Convert(context.Background(), cf, opt)
+			errs <- err
+		}()
+	}
+	for range plats {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range results {
+		if r.Image.Architecture != plats[i].Architecture || r.Image.Variant != plats[i].Variant {
+			t.Errorf("platform %d: image for %s/%s", i, r.Image.Architecture, r.Image.Variant)
+		}
+		var commits int
+		for _, h := range r.Image.History {
+			if strings.HasPrefix(h.CreatedBy, "COMMIT ") {
+				commits++
+			}
+		}
+		if commits != 3 {
+			t.Errorf("platform %d: %d COMMIT entries, want 3", i, commits)
+		}
+	}
+	if results[0].Definition.Def[len(results[0].Definition.Def)-1] == nil || bytes.Equal(results[0].Definition.Def[len(results[0].Definition.Def)-1], results[1].Definition.Def[len(results[1].Definition.Def)-1]) {
+		t.Error("two platforms gave the same LLB")
+	}
+}

@@ -12,6 +12,9 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/changeset"
 	"github.com/containerd/containerd/v2/core/images"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // dockerfilePlusCommit is a Commitfile using what BuildKit's Dockerfile
@@ -225,4 +228,58 @@ func TestBuildxDockerDriverNetworkNone(t *testing.T) {
 		}
 		return out + "\n"
 	})
+}
+
+// TestBuildMultiPlatform builds a COMMIT for two platforms at once: one
+// index, one image per platform, each with the COMMIT's layer and entry.
+func TestBuildMultiPlatform(t *testing.T) {
+	dir := t.TempDir()
+	cs := filepath.Join(dir, "changes")
+	writeChangeSet(t, cs, func(w *changeset.Writer) {
+		entry(t, w, &tar.Header{Name: "etc/motd", Mode: 0o644, Size: 6}, "motd!\n")
+	})
+	writeFiles(t, dir, map[string]string{"ctx/Commitfile": "FROM scratch\nARG TARGETARCH\nCOPY <<EOT /arch\n${TARGETARCH}\nEOT\nCOMMIT rootfs\n"})
+	out := filepath.Join(dir, "out")
+	cf(t, dir, "build", "--progress", "quiet", "--platform", "linux/amd64,linux/arm64", "--build-context", "rootfs="+cs,
+		"--output", "type=oci,tar=false,dest="+out, filepath.Join(dir, "ctx"))
+	blob := func(d digest.Digest) []byte {
+		dt, err := os.ReadFile(filepath.Join(out, "blobs", d.Algorithm().String(), d.Encoded()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dt
+	}
+	var top, idx ocispecs.Index
+	dt, err := os.ReadFile(filepath.Join(out, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustJSON(t, dt, &top)
+	mustJSON(t, blob(top.Manifests[0].Digest), &idx)
+	seen := map[string]bool{}
+	for _, m := range idx.Manifests {
+		if m.Platform == nil {
+			continue
+		}
+		var mf ocispecs.Manifest
+		mustJSON(t, blob(m.Digest), &mf)
+		var img dockerspec.DockerOCIImage
+		mustJSON(t, blob(mf.Config.Digest), &img)
+		if img.Architecture != m.Platform.Architecture || len(mf.Layers) != 2 {
+			t.Errorf("%s: image for %s with %d layers", m.Platform.Architecture, img.Architecture, len(mf.Layers))
+			continue
+		}
+		arch := layerEntries(t, decompress(t, blob(mf.Layers[0].Digest), mf.Layers[0].MediaType))["arch"]
+		motd := layerEntries(t, decompress(t, blob(mf.Layers[1].Digest), mf.Layers[1].MediaType))["etc/motd"]
+		if string(arch.Data) != img.Architecture+"\n" || string(motd.Data) != "motd!\n" {
+			t.Errorf("%s: /arch %q, /etc/motd %q", img.Architecture, arch.Data, motd.Data)
+		}
+		if h := img.History[len(img.History)-1]; h.CreatedBy != "COMMIT rootfs" || h.EmptyLayer {
+			t.Errorf("%s: last history entry %+v", img.Architecture, h)
+		}
+		seen[img.Architecture] = true
+	}
+	if !seen["amd64"] || !seen["arm64"] {
+		t.Errorf("platforms built: %v", seen)
+	}
 }
