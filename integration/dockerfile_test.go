@@ -74,6 +74,19 @@ func checkDockerfileFiles(t *testing.T, read func(string) string) {
 	}
 }
 
+// imageFiles returns the contents of every file the image's layers hold,
+// later layers winning.
+func imageFiles(t *testing.T, img *ociImage) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	for _, l := range img.Layers {
+		for name, e := range layerEntries(t, l) {
+			files[name] = string(e.Data)
+		}
+	}
+	return files
+}
+
 // TestBuildDockerfileFeatures builds a Commitfile that uses the Dockerfile
 // frontend's flags with `commit-frontend build`, and lands it with -t in
 // containerd's image store.
@@ -83,12 +96,7 @@ func TestBuildDockerfileFeatures(t *testing.T) {
 	cf(t, ctxDir, "build", "--progress", "plain", "--secret", "id=token,src="+secret,
 		"--build-context", "rootfs="+tree, "--output", "type=oci,dest="+out, ".")
 	img := readOCITar(t, out)
-	files := map[string]string{}
-	for _, l := range img.Layers {
-		for name, e := range layerEntries(t, l) {
-			files[name] = string(e.Data)
-		}
-	}
+	files := imageFiles(t, img)
 	checkDockerfileFiles(t, func(p string) string { return files[p] })
 	if _, ok := files["made/here"]; !ok {
 		t.Errorf("WORKDIR made no directory")
@@ -179,13 +187,7 @@ func TestBuildxRemoteDockerfileFeatures(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("buildx build: %v\n%s", r.err, r.stderr)
 	}
-	img := readOCITar(t, out)
-	files := map[string]string{}
-	for _, l := range img.Layers {
-		for name, e := range layerEntries(t, l) {
-			files[name] = string(e.Data)
-		}
-	}
+	files := imageFiles(t, readOCITar(t, out))
 	checkDockerfileFiles(t, func(p string) string { return files[p] })
 
 	r = run(t, ctxDir, tool("buildx"), "build", "--builder", builder, "-f", "Commitfile", "--call", "outline", ".")
