@@ -11,7 +11,10 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
 	cfllb "github.com/commit-frontend/commit-frontend/llb"
+	"github.com/containerd/platforms"
 	bkllb "github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/client/llb/sourceresolver"
+	"github.com/moby/buildkit/frontend/attestations/sbom"
 	"github.com/moby/buildkit/frontend/dockerfile/dockerfile2llb"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -23,6 +26,8 @@ import (
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/errdefs"
 	"github.com/moby/buildkit/solver/pb"
+	"github.com/moby/buildkit/solver/result"
+	"github.com/moby/buildkit/util/bkmaps"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 )
@@ -82,6 +87,17 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 		return res, err
 	}
 	cs := &contexts{bc: bc, c: c}
+	var scanner sbom.Scanner
+	if bc.SBOM != nil {
+		p := bc.BuildPlatforms[0]
+		scanner, err = sbom.CreateSBOMScanner(ctx, c, bc.SBOM.Generator, p, sourceresolver.Opt{
+			ImageOpt: &sourceresolver.ResolveImageOpt{ResolveMode: bc.ImageResolveMode.String(), Platform: &p},
+		}, bc.SBOM.Parameters)
+		if err != nil {
+			return nil, err
+		}
+	}
+	var scanTargets bkmaps.SyncMap[string, *Result]
 	rb, err := bc.Build(ctx, func(ctx context.Context, platform *ocispecs.Platform, idx int) (*dockerui.BuildResult, error) {
 		opt := ConvertOpt{
 			Dockerfile: dfOpt, Source: cs.CommitSource,
@@ -107,10 +123,50 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 		if err != nil {
 			return nil, err
 		}
+		p := platforms.DefaultSpec()
+		if platform != nil {
+			p = *platform
+		}
+		scanTargets.Store(platforms.FormatAll(platforms.Normalize(p)), res)
 		return &dockerui.BuildResult{Reference: ref, Image: res.Image, BaseImage: res.BaseImage, Epoch: res.Epoch}, nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if scanner != nil {
+		// SBOM attestations, as the Dockerfile frontend makes them.
+		if err := rb.EachPlatform(ctx, func(ctx context.Context, id string, p ocispecs.Platform) error {
+			target, ok := scanTargets.Load(id)
+			if !ok || target.SBOM == nil {
+				return errors.Errorf("no SBOM scan target for %s", id)
+			}
+			var opts []bkllb.ConstraintsOpt
+			if target.IgnoreCache {
+				opts = append(opts, bkllb.IgnoreCache)
+			}
+			att, err := scanner(ctx, id, target.SBOM.Core, target.SBOM.Extras, opts...)
+			if err != nil {
+				return err
+			}
+			solved, err := result.ConvertAttestation(&att, func(st *bkllb.State) (gwclient.Reference, error) {
+				def, err := st.Marshal(ctx)
+				if err != nil {
+					return nil, err
+				}
+				r, err := c.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB()})
+				if err != nil {
+					return nil, err
+				}
+				return r.Ref, nil
+			})
+			if err != nil {
+				return err
+			}
+			rb.AddAttestation(id, *solved)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 	}
 	return rb.Finalize()
 }

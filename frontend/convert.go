@@ -50,6 +50,12 @@ type Result struct {
 	BaseImage *dockerspec.DockerOCIImage
 	// Epoch is SOURCE_DATE_EPOCH, when given.
 	Epoch *time.Time
+	// SBOM is what an SBOM scanner scans, as the Dockerfile converter
+	// gives it (the COMMITs not spliced in: the scan sees the stages'
+	// other steps).
+	SBOM *dockerfile2llb.SBOMTargets
+	// IgnoreCache is set when the build asks for no cache.
+	IgnoreCache bool
 }
 
 // committed is what one COMMIT became.
@@ -72,7 +78,7 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 		return nil, errors.Wrap(err, "marshalling LLB")
 	}
 	done := map[int]committed{}
-	spliced, err := cfllb.Splice(ctx, def.ToPB(), func(ctx context.Context, site cfllb.Site) (bkllb.State, error) {
+	replace := func(ctx context.Context, site cfllb.Site) (bkllb.State, error) {
 		if site.Index >= len(cf.Commits) {
 			return bkllb.State{}, errors.Errorf("no COMMIT numbered %d", site.Index)
 		}
@@ -103,7 +109,12 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 		}
 		done[site.Index] = committed{cmd: c, layer: layer}
 		return st, nil
-	})
+	}
+	spliced, err := cfllb.Splice(ctx, def.ToPB(), replace)
+	if err != nil {
+		return nil, err
+	}
+	sbom, err := spliceSBOM(ctx, dfRes.SBOM, spliced, replace)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +122,46 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Definition: spliced, Image: img, BaseImage: dfRes.BaseImage, Epoch: dfRes.Epoch}, nil
+	return &Result{Definition: spliced, Image: img, BaseImage: dfRes.BaseImage, Epoch: dfRes.Epoch, SBOM: sbom, IgnoreCache: dfRes.IsIgnoreCache}, nil
+}
+
+// spliceSBOM returns the SBOM scan targets with the COMMITs spliced in:
+// the core is the build's own result, the extras are spliced one by one.
+func spliceSBOM(ctx context.Context, in *dockerfile2llb.SBOMTargets, core *pb.Definition, replace cfllb.Replacer) (*dockerfile2llb.SBOMTargets, error) {
+	if in == nil {
+		return nil, nil
+	}
+	st, err := stateOf(core)
+	if err != nil {
+		return nil, err
+	}
+	out := &dockerfile2llb.SBOMTargets{Core: st, Extras: map[string]bkllb.State{}}
+	for name, x := range in.Extras {
+		def, err := x.Marshal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sdef, err := cfllb.Splice(ctx, def.ToPB(), replace)
+		if err != nil {
+			return nil, err
+		}
+		if out.Extras[name], err = stateOf(sdef); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// stateOf returns the state a marshalled definition stands for.
+func stateOf(def *pb.Definition) (bkllb.State, error) {
+	if len(def.Def) == 0 {
+		return bkllb.Scratch(), nil
+	}
+	op, err := bkllb.NewDefinitionOp(def)
+	if err != nil {
+		return bkllb.State{}, err
+	}
+	return bkllb.NewState(op.Output()), nil
 }
 
 // commitHistory returns a copy of img whose placeholder entries are the

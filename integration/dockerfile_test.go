@@ -285,3 +285,64 @@ func TestBuildMultiPlatform(t *testing.T) {
 		t.Errorf("platforms built: %v", seen)
 	}
 }
+
+// TestBuildSBOM asks for an SBOM attestation, as `--sbom` / `attest:sbom`
+// do, with the Dockerfile frontend's BUILDKIT_SBOM_SCAN_STAGE: BuildKit's
+// scanner protocol runs a scanner image (here a busybox script that lists
+// the files it is given) on the result and on the earlier stage, both with
+// COMMIT's layer.
+func TestBuildSBOM(t *testing.T) {
+	dir := t.TempDir()
+	scanCtx := filepath.Join(dir, "scanner")
+	writeFiles(t, scanCtx, map[string]string{
+		"Dockerfile": "FROM " + env.base.Ref + "\nCOPY scan.sh /scan.sh\nENTRYPOINT [\"/bin/sh\", \"/scan.sh\"]\n",
+		"scan.sh": `core=$(cd "$BUILDKIT_SCAN_SOURCE" && find . -type f -path './srv/*' | sort | tr '\n' ' ')
+extras=$(cd "$BUILDKIT_SCAN_SOURCE_EXTRAS" 2>/dev/null && find . -type f -path '*/srv/*' | sort | tr '\n' ' ')
+printf '{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document","subject":[],"predicate":{"spdxVersion":"SPDX-2.3","name":"core: %s extras: %s"}}' "$core" "$extras" > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"
+`,
+	})
+	scanner := env.reg.Host + "/sbom-scanner:test"
+	if r := run(t, scanCtx, tool("buildctl"), "--addr", env.bk.Addr, "build", "--frontend", "dockerfile.v0",
+		"--local", "context=.", "--local", "dockerfile=.", "--output", "type=image,name="+scanner+",push=true,registry.insecure=true"); r.err != nil {
+		t.Fatalf("building the scanner image: %v\n%s", r.err, r.stderr)
+	}
+	cs := filepath.Join(dir, "changes")
+	writeChangeSet(t, cs, func(w *changeset.Writer) {
+		entry(t, w, &tar.Header{Name: "srv/index.html", Mode: 0o644, Size: 6}, "hello\n")
+	})
+	writeFiles(t, dir, map[string]string{"ctx/Commitfile": "FROM " + env.base.Ref + " AS build\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOMMIT rootfs\n\nFROM build\nRUN mv /srv /srv2\n"})
+	out := filepath.Join(dir, "out")
+	cf(t, dir, "build", "--progress", "plain", "--opt", "attest:sbom=generator="+scanner, "--build-context", "rootfs="+cs,
+		"--output", "type=oci,tar=false,dest="+out, filepath.Join(dir, "ctx"))
+	blob := func(d digest.Digest) []byte {
+		dt, err := os.ReadFile(filepath.Join(out, "blobs", d.Algorithm().String(), d.Encoded()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dt
+	}
+	var top, idx ocispecs.Index
+	dt, err := os.ReadFile(filepath.Join(out, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustJSON(t, dt, &top)
+	mustJSON(t, blob(top.Manifests[0].Digest), &idx)
+	var statements []string
+	for _, m := range idx.Manifests {
+		if m.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
+			continue
+		}
+		var mf ocispecs.Manifest
+		mustJSON(t, blob(m.Digest), &mf)
+		for _, l := range mf.Layers {
+			if l.Annotations["in-toto.io/predicate-type"] == "https://spdx.dev/Document" {
+				statements = append(statements, string(blob(l.Digest)))
+			}
+		}
+	}
+	// The result moved /srv away; the scanned stage still has COMMIT's file.
+	if len(statements) != 1 || !strings.Contains(statements[0], `"core:  extras: ./sbom-build/srv/index.html "`) {
+		t.Errorf("SBOM statements %q, want one whose extras list the build stage's /srv/index.html (from COMMIT) and whose core has no /srv", statements)
+	}
+}
