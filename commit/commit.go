@@ -7,6 +7,8 @@ package commit
 
 import (
 	"context"
+	"io"
+	gofs "io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/util/compression"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -328,6 +331,12 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		so.LocalMounts = map[string]fsutil.FS{local: csFS}
 		fo.Commit = local
 	}
+	if so.LocalMounts == nil {
+		so.LocalMounts = map[string]fsutil.FS{}
+	}
+	// BuildKit's Dockerfile converter reads .dockerignore from the main
+	// context whatever the build: a commit's is empty.
+	so.LocalMounts[dockerui.DefaultLocalNameContext] = emptyContext{}
 	if so.FrontendAttrs, err = fo.Attrs(); err != nil {
 		return nil, err
 	}
@@ -358,6 +367,15 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// emptyContext is an empty directory tree.
+type emptyContext struct{}
+
+func (emptyContext) Walk(context.Context, string, gofs.WalkDirFunc) error { return nil }
+
+func (emptyContext) Open(p string) (io.ReadCloser, error) {
+	return nil, &os.PathError{Op: "open", Path: p, Err: os.ErrNotExist}
 }
 
 // danglingPrefix names an image committed without a repository, as docker's

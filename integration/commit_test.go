@@ -93,8 +93,12 @@ func TestCommitRunningContainer(t *testing.T) {
 func TestCommitStoppedNative(t *testing.T) {
 	const ns = "moby"
 	ct := startContainer(t, ns, "native", "stopped-native", "mkdir -p /srv && echo native > /srv/index.html && chown -R 33:33 /srv && rm /bin/vi && ln -s /srv /www", true)
-	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "stopped-native")...)...)
+	r := cf(t, "", append([]string{"commit", "--progress", "plain"}, append(ctrArgs(ns), "stopped-native")...)...)
 	id := strings.TrimSpace(r.stdout)
+	// The progress a user sees has no failing step in it.
+	if strings.Contains(r.stderr, "ERROR") {
+		t.Errorf("progress shows an error:\n%s", r.stderr)
+	}
 	c := ct.c
 	imgs, err := c.ImageService().List(context.Background())
 	if err != nil {
