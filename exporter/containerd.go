@@ -164,8 +164,9 @@ func (s *leasedStore) fetch(ctx context.Context, w content.Writer, desc ocispecs
 			return false, errors.Wrapf(err, "writing blob %s", desc.Digest)
 		}
 	}
-	// Each read is one request to buildkitd: read in large pieces.
-	if _, err := io.CopyBuffer(bw, io.NewSectionReader(ra, 0, desc.Size), make([]byte, writeBuffer)); err != nil {
+	// Each read is one request to buildkitd, each write one to containerd:
+	// large pieces, the next read while the last is written.
+	if err := pipedCopy(sctx, bw, ra, desc.Size); err != nil {
 		return false, errors.Wrapf(err, "copying blob %s from buildkitd", desc.Digest)
 	}
 	if err := bw.Commit(ctx, desc.Size, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
@@ -173,6 +174,67 @@ func (s *leasedStore) fetch(ctx context.Context, w content.Writer, desc ocispecs
 	}
 	s.fetched.Add(desc.Size)
 	return true, nil
+}
+
+// pipedCopy copies size bytes of src to dst in writeBuffer pieces, reading
+// the next pieces while one is written: the reads go to buildkitd and the
+// writes to containerd, two daemons that can work at once.
+func pipedCopy(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64) error {
+	const depth = 3
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	free := make(chan []byte, depth)
+	for range depth {
+		free <- make([]byte, writeBuffer)
+	}
+	type piece struct {
+		b   []byte
+		n   int
+		err error
+	}
+	full := make(chan piece, depth)
+	go func() {
+		defer close(full)
+		for off := int64(0); off < size; {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return
+			}
+			n, err := src.ReadAt(b[:min(int64(len(b)), size-off)], off)
+			switch {
+			case err == io.EOF && off+int64(n) == size:
+				err = nil
+			case err == nil && n == 0:
+				err = io.ErrUnexpectedEOF
+			}
+			select {
+			case full <- piece{b, n, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			off += int64(n)
+		}
+	}()
+	var written int64
+	for p := range full {
+		if p.err != nil {
+			return p.err
+		}
+		if _, err := dst.Write(p.b[:p.n]); err != nil {
+			return err
+		}
+		written += int64(p.n)
+		free <- p.b
+	}
+	if written != size {
+		return errors.Errorf("read %d of %d bytes", written, size)
+	}
+	return ctx.Err()
 }
 
 // writeBuffer is how much a blob write gathers before it goes to containerd:
