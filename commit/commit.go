@@ -10,6 +10,7 @@ import (
 	"io"
 	gofs "io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,13 +28,13 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/session"
+	"github.com/moby/buildkit/session/filesync"
 	"github.com/moby/buildkit/util/compression"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	dockerclient "github.com/moby/moby/client"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
-	"github.com/tonistiigi/fsutil"
 )
 
 // Options describe one commit.
@@ -128,6 +129,10 @@ type Result struct {
 	ExporterResponse map[string]string
 	// Paused is how long the container was paused.
 	Paused time.Duration
+	// Transfer is how the change set crossed the session: "tree" (the
+	// entries themselves, whiteouts for removals) or "tar" (a tar BuildKit
+	// extracts); "" without a change set.
+	Transfer string
 }
 
 // Commit commits the container.
@@ -282,6 +287,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		fo.Base = "scratch"
 	}
 	so := bkclient.SolveOpt{OCIStores: map[string]contentStore{storeID: sessionStore}, Session: j.session}
+	// BuildKit's Dockerfile converter reads .dockerignore from the main
+	// context whatever the build: a commit's is empty.
+	dirs := filesync.StaticDirSource{dockerui.DefaultLocalNameContext: emptyContext{}}
 
 	toStore := len(j.outputs) == 0
 	var direct bool
@@ -328,15 +336,16 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		if fo.Provenance != "" {
 			local = "container-" + sanitizeID(j.ns) + "-" + sanitizeID(j.container)
 		}
-		so.LocalMounts = map[string]fsutil.FS{local: csFS}
-		fo.Commit = local
+		dirs[local] = csFS
+		fo.Commit, fo.CommitTree = local, cs.tree
+		res.Transfer = "tar"
+		if cs.tree {
+			res.Transfer = "tree"
+		}
 	}
-	if so.LocalMounts == nil {
-		so.LocalMounts = map[string]fsutil.FS{}
-	}
-	// BuildKit's Dockerfile converter reads .dockerignore from the main
-	// context whatever the build: a commit's is empty.
-	so.LocalMounts[dockerui.DefaultLocalNameContext] = emptyContext{}
+	// The session serves the directories itself, owners as they are:
+	// BuildKit's client would give every entry of LocalMounts to root.
+	so.Session = append(slices.Clone(so.Session), filesync.NewFSSyncProvider(dirs))
 	if so.FrontendAttrs, err = fo.Attrs(); err != nil {
 		return nil, err
 	}

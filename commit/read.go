@@ -2,6 +2,7 @@ package commit
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,9 @@ type changes struct {
 	release func() error
 	// paused is how long the container was paused, known once released.
 	paused time.Duration
+	// tree tells that fs is the tree the change set describes
+	// (changeset.Writer.TreeFS), not the change-set directory.
+	tree bool
 }
 
 // readChanges reads the container's change set. Commits of the same
@@ -156,14 +160,28 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 		w.Release()
 		return err
 	}
-	c.fs = w.FS(ctx, func(err error) {
+	done := func(err error) {
 		if err != nil {
 			failed(errors.Wrapf(err, "reading the changes of %s", j.container))
 		}
 		_ = c.release()
-	})
+	}
+	// As a tree when the session's transfer can carry it (no tar to
+	// extract on buildkitd's side), else as the tar.
+	if w.TreeOK() == nil && os.Getenv(transferEnv) != "tar" {
+		if c.fs, err = w.TreeFS(ctx, done); err != nil {
+			return nil, err
+		}
+		c.tree = true
+		return c, nil
+	}
+	c.fs = w.FS(ctx, done)
 	return c, nil
 }
+
+// transferEnv, set to "tar", makes every change set cross the session as
+// its tar, also those that could cross as a tree: for comparing the two.
+const transferEnv = "COMMIT_FRONTEND_TRANSFER"
 
 // checkPatterns refuses a change set whose removals of paths that are not
 // UTF-8 would also remove files the container kept (changeset.CheckPatterns),

@@ -87,6 +87,9 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 		return res, err
 	}
 	cs := &contexts{bc: bc, c: c}
+	if o.CommitTree {
+		cs.tree = o.Commit
+	}
 	var scanner sbom.Scanner
 	if bc.SBOM != nil {
 		p := bc.BuildPlatforms[0]

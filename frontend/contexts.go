@@ -17,6 +17,9 @@ import (
 type contexts struct {
 	bc *dockerui.Client
 	c  gwclient.Client
+	// tree names the context that holds a change set sent as its tree
+	// (the commit option with commit-tree); "" for none.
+	tree string
 }
 
 func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.Platform) (*bkllb.State, *dockerspec.DockerOCIImage, error) {
@@ -31,16 +34,24 @@ func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.P
 // (--build-context) or a local one (--local), read as a change set when it
 // carries a change-set manifest, else as a whole tree.
 func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.Platform, at ...bkllb.ConstraintsOpt) (*cfllb.CommitSource, error) {
+	if name == cs.tree && name != "" {
+		// Sent as its tree: nothing to read first. A shared key of its
+		// own, so that buildkitd takes no file from an earlier transfer.
+		sessionID := cs.sessionID(name)
+		lopts := []bkllb.LocalOption{bkllb.SessionID(sessionID), bkllb.SharedKeyHint(name + ":" + sessionID), bkllb.WithCustomName("[commit] load " + name)}
+		for _, a := range at {
+			if lo, ok := a.(bkllb.LocalOption); ok {
+				lopts = append(lopts, lo)
+			}
+		}
+		return &cfllb.CommitSource{Kind: cfllb.TreeChangeSet, State: bkllb.Local(name, lopts...)}, nil
+	}
 	st, _, err := cs.namedContext(ctx, name, p)
 	if err != nil {
 		return nil, err
 	}
 	if st == nil {
-		bo := cs.c.BuildOpts()
-		sessionID := bo.SessionID
-		if v, ok := bo.Opts["local-sessionid:"+name]; ok {
-			sessionID = v
-		}
+		sessionID := cs.sessionID(name)
 		lopts := []bkllb.LocalOption{bkllb.SessionID(sessionID), bkllb.SharedKeyHint(name), bkllb.WithCustomName("[commit] load " + name)}
 		for _, a := range at {
 			if lo, ok := a.(bkllb.LocalOption); ok {
@@ -82,4 +93,13 @@ func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.P
 		}
 	}
 	return src, nil
+}
+
+// sessionID is the session that serves the local context name.
+func (cs *contexts) sessionID(name string) string {
+	bo := cs.c.BuildOpts()
+	if v, ok := bo.Opts["local-sessionid:"+name]; ok {
+		return v
+	}
+	return bo.SessionID
 }

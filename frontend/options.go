@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
@@ -25,6 +26,10 @@ const (
 	KeyCommit = "commit"
 	// KeyChange holds `docker commit --change` instructions, one per line.
 	KeyChange = "change"
+	// KeyCommitTree, "true", says that the commit context is a change set
+	// sent as the tree it describes (removals as whiteout devices), not as
+	// a change-set directory.
+	KeyCommitTree = "commit-tree"
 	// KeyAuthor is the author of every COMMIT that gives none.
 	KeyAuthor = "author"
 	// KeyMessage is the comment of every COMMIT that gives none.
@@ -61,6 +66,9 @@ type Options struct {
 	Filename string
 	// Base and Commit describe a build without a Commitfile.
 	Base, Commit string
+	// CommitTree tells that the Commit context is a change set sent as
+	// its tree.
+	CommitTree bool
 	// Changes are `--change` instructions.
 	Changes []string
 	// Author and Message apply to COMMITs that give none.
@@ -97,6 +105,13 @@ func ParseOptions(m map[string]string) (*Options, error) {
 		SquashSinceName: m[KeySquashSinceName],
 		Platform:        m[KeyPlatform],
 		Provenance:      m[KeyProvenance],
+	}
+	if v, ok := m[KeyCommitTree]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, errors.Errorf("option %s=%q: want true or false", KeyCommitTree, v)
+		}
+		o.CommitTree = b
 	}
 	if v := m[KeyChange]; v != "" {
 		o.Changes = strings.Split(v, "\n")
@@ -146,6 +161,9 @@ func (o *Options) Attrs() (map[string]string, error) {
 		m[KeyImageConfig] = string(dt)
 	}
 	set(KeyProvenance, o.Provenance)
+	if o.CommitTree {
+		m[KeyCommitTree] = "true"
+	}
 	for name, v := range o.Contexts {
 		m[KeyContextPrefix+name] = v
 	}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -344,4 +345,65 @@ func TestCommitNonUTF8Removal(t *testing.T) {
 		t.Errorf("error does not name the removal and the file it would also remove:\n%s", r.stderr)
 	}
 	checkNothingLeft(t, bad, badRef)
+}
+
+// TestCommitTransferTree: a paused container's change set that the
+// session's transfer can carry crosses as its tree (nothing for buildkitd
+// to extract), and the layer is, entry for entry and to the nanosecond,
+// the one the tar transfer gives (COMMIT_FRONTEND_TRANSFER=tar).
+func TestCommitTransferTree(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "transfer", "mkdir -p /srv/a && echo hi > /srv/a/f && chown -R 33:44 /srv && chmod 4755 /srv/a/f && "+
+		"ln /srv/a/f /hl && ln /bin/busybox /bb && ln -s /etc/shadow /srv/sym && mknod /srv/tty c 5 0 && mkfifo /srv/fifo && "+
+		"rm /bin/vi && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=3 2>/dev/null && touch /ready && exec sleep 3600", false)
+	layer := func(transfer, ref string) map[string]layerEntry {
+		t.Helper()
+		md := filepath.Join(t.TempDir(), "md.json")
+		cf(t, "", append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "transfer", ref)...)...)
+		var meta map[string]any
+		dt, err := os.ReadFile(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJSON(t, dt, &meta)
+		if meta["commit-frontend.transfer"] != transfer {
+			t.Errorf("%s: crossed as %v", ref, meta["commit-frontend.transfer"])
+		}
+		img, err := ct.c.ImageService().Get(context.Background(), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := imageManifest(t, ct.c, img)
+		l := m.Layers[len(m.Layers)-1]
+		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType))
+	}
+	tree := layer("tree", "example.com/transfer:tree")
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
+	tar := layer("tar", "example.com/transfer:tar")
+	if len(tree) < 10 {
+		t.Fatalf("tree layer: %q", keys(tree))
+	}
+	for _, name := range []string{".wh.usr", "bin/.wh.vi", "hl", "bb", "srv/a/f", "srv/tty", "srv/fifo", "srv/sym", "big"} {
+		if _, ok := tree[name]; !ok {
+			t.Errorf("tree layer lacks %s: %q", name, keys(tree))
+		}
+	}
+	for name, a := range tar {
+		b, ok := tree[name]
+		if !ok {
+			t.Errorf("%s: in the tar transfer's layer only", name)
+			continue
+		}
+		ha, hb := a.Header, b.Header
+		if ha.Typeflag != hb.Typeflag || ha.Mode != hb.Mode || ha.Uid != hb.Uid || ha.Gid != hb.Gid || ha.Size != hb.Size ||
+			ha.Linkname != hb.Linkname || ha.Devmajor != hb.Devmajor || ha.Devminor != hb.Devminor || !ha.ModTime.Equal(hb.ModTime) ||
+			!bytes.Equal(a.Data, b.Data) {
+			t.Errorf("%s: tree %+v, tar %+v", name, hb, ha)
+		}
+	}
+	for name := range tree {
+		if _, ok := tar[name]; !ok {
+			t.Errorf("%s: in the tree transfer's layer only", name)
+		}
+	}
 }

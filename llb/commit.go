@@ -23,6 +23,10 @@ const (
 	// ChangeSet is a change set: a tar of added and modified entries plus a
 	// list of deletions and replaced directories.
 	ChangeSet
+	// TreeChangeSet is a change set sent as the tree it describes: the
+	// added and modified entries themselves, each removal a whiteout (a
+	// 0/0 character device, as overlayfs writes it).
+	TreeChangeSet
 )
 
 // CommitSource is what a COMMIT context holds.
@@ -109,6 +113,15 @@ func Apply(st bkllb.State, src *CommitSource, opts ...bkllb.ConstraintsOpt) (bkl
 		return st, false
 	case src.Kind == ChangeSet:
 		return st.File(ChangeSetAction(src), opts...), true
+	case src.Kind == TreeChangeSet:
+		// Merged on st, the tree's whiteouts hide what it removes; the
+		// difference from st is then one upper directory that BuildKit's
+		// overlay differ reads as it is. Nothing is taken from the cache:
+		// the cache's checksums leave mtimes out, and a tree that differs
+		// from an earlier one only in times would get the earlier layer.
+		nocache := append(slices.Clone(opts), bkllb.IgnoreCache)
+		merged := bkllb.Merge([]bkllb.State{st, src.State}, nocache...)
+		return bkllb.Merge([]bkllb.State{st, bkllb.Diff(st, merged, nocache...)}, nocache...), true
 	default:
 		return bkllb.Merge([]bkllb.State{st, bkllb.Diff(st, src.State, opts...)}, opts...), true
 	}

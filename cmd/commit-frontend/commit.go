@@ -199,6 +199,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		md["commit-frontend.sockets-skipped"] = strconv.Itoa(res.ChangeSet.Sockets)
 		md["commit-frontend.excluded"] = strconv.Itoa(res.ChangeSet.Excluded)
 		md["commit-frontend.paused"] = res.Paused.String()
+		md["commit-frontend.transfer"] = res.Transfer
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
 		}
