@@ -347,15 +347,15 @@ func TestCommitNonUTF8Removal(t *testing.T) {
 	checkNothingLeft(t, bad, badRef)
 }
 
-// TestCommitTransferTree: a paused container's change set that the
-// session's transfer can carry crosses as its tree (nothing for buildkitd
-// to extract), and the layer is, entry for entry and to the nanosecond,
-// the one the tar transfer gives (COMMIT_FRONTEND_TRANSFER=tar).
+// TestCommitTransferTree: a paused container's change set of large files
+// that the session's transfer can carry crosses as its tree (nothing for
+// buildkitd to extract), and the layer is, entry for entry and to the
+// nanosecond, the one the tar transfer gives (COMMIT_FRONTEND_TRANSFER=tar).
 func TestCommitTransferTree(t *testing.T) {
 	const ns = "default"
 	ct := startContainer(t, ns, "overlayfs", "transfer", "mkdir -p /srv/a && echo hi > /srv/a/f && chown -R 33:44 /srv && chmod 4755 /srv/a/f && "+
 		"ln /srv/a/f /hl && ln /bin/busybox /bb && ln -s /etc/shadow /srv/sym && mknod /srv/tty c 5 0 && mkfifo /srv/fifo && "+
-		"rm /bin/vi && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=3 2>/dev/null && touch /ready && exec sleep 3600", false)
+		"rm /bin/vi && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null && touch /ready && exec sleep 3600", false)
 	layer := func(transfer, ref string) map[string]layerEntry {
 		t.Helper()
 		md := filepath.Join(t.TempDir(), "md.json")
@@ -406,4 +406,28 @@ func TestCommitTransferTree(t *testing.T) {
 			t.Errorf("%s: in the tree transfer's layer only", name)
 		}
 	}
+}
+
+// TestCommitTreeFidelity forces the tree transfer on a stopped container
+// with small hostile-free changes of every kind a layer keeps (owners,
+// setuid and sticky bits, hard links, symlinks, devices, fifos, deletions
+// of a file and of a directory) and compares the unpacked image with the
+// container's filesystem.
+func TestCommitTreeFidelity(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "tree-fidelity", "mkdir -p /srv/a /tmp/sticky && chmod 1777 /tmp/sticky && echo hi > /srv/a/f && "+
+		"chown -R 33:44 /srv && chmod 4755 /srv/a/f && chmod 2750 /srv/a && ln /srv/a/f /srv/hl && ln -s ../etc/passwd /srv/rel && "+
+		"mknod /srv/null c 1 3 && mkfifo /srv/fifo && rm /bin/vi && rm -rf /usr && touch -d 2001-02-03T04:05:06.789 /srv/old", true)
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tree")
+	md := filepath.Join(t.TempDir(), "md.json")
+	const ref = "example.com/tree-fidelity:1"
+	cf(t, "", append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "tree-fidelity", ref)...)...)
+	dt, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(dt), `"commit-frontend.transfer": "tree"`) {
+		t.Errorf("not sent as a tree:\n%s", dt)
+	}
+	diffTrees(t, "image vs container (tree transfer)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
 }
