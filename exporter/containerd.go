@@ -180,7 +180,7 @@ func (s *leasedStore) fetch(ctx context.Context, w content.Writer, desc ocispecs
 // the next pieces while one is written: the reads go to buildkitd and the
 // writes to containerd, two daemons that can work at once.
 func pipedCopy(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64) error {
-	const depth = 3
+	const depth = 2
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	free := make(chan []byte, depth)

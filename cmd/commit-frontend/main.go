@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/moby/buildkit/frontend/gateway/grpcclient"
@@ -24,12 +25,21 @@ func main() {
 		}
 		return
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A large commit moves its bytes through 4 MiB messages that are
+		// garbage at once: a soft limit makes the collector return them
+		// rather than let the heap double.
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	ctx := signalContext()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		printError(os.Stderr, err)
 		os.Exit(exitCode(ctx))
 	}
 }
+
+// memoryLimit is the CLI's soft memory limit (GOMEMLIMIT overrides it).
+const memoryLimit = 96 << 20
 
 // printError prints err and, when it points into a Commitfile, the file and
 // line it points at, followed by the lines around it.
