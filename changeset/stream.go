@@ -173,31 +173,36 @@ func (w *Writer) copyFile(out io.Writer, e planned, buf []byte) error {
 // caller must fail the solve with done's error. Call it after Close.
 func (w *Writer) FS(ctx context.Context, done func(error)) fsutil.FS {
 	dt, _ := json.Marshal(w.m)
-	return &streamFS{w: w, ctx: ctx, manifest: dt, done: done, mtime: time.Now().UnixNano()}
+	return &streamFS{w: w, ctx: ctx, manifest: dt, reporter: reporter{done: done}, mtime: time.Now().UnixNano()}
 }
 
 type streamFS struct {
+	reporter
 	w        *Writer
 	ctx      context.Context
 	manifest []byte
-	once     sync.Once
 	opened   atomic.Bool
-	done     func(error)
 	// mtime is when this change set was read: it tells buildkitd that its
 	// files are new, so that none is taken from an earlier transfer.
 	mtime int64
 }
 
-// finish reports the end of the tar: a success once, every failure.
-func (s *streamFS) finish(err error) {
-	if s.done == nil {
+// reporter tells done how a streamed transfer ended: a success once,
+// every failure.
+type reporter struct {
+	done func(error)
+	once sync.Once
+}
+
+func (r *reporter) finish(err error) {
+	if r.done == nil {
 		return
 	}
 	if err != nil {
-		s.done(err)
+		r.done(err)
 		return
 	}
-	s.once.Do(func() { s.done(nil) })
+	r.once.Do(func() { r.done(nil) })
 }
 
 func (s *streamFS) files() []*types.Stat {

@@ -110,7 +110,7 @@ func (w *Writer) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error
 	if err != nil {
 		return nil, err
 	}
-	t := &treeFS{w: w, ctx: ctx, done: done, byPath: map[string]*treeEntry{}}
+	t := &treeFS{w: w, ctx: ctx, reporter: reporter{done: done}, byPath: map[string]*treeEntry{}}
 	for i := range w.plan.entries {
 		e := &w.plan.entries[i]
 		st, err := treeStat(e.h)
@@ -210,9 +210,9 @@ func treeStat(h *tar.Header) (*types.Stat, error) {
 }
 
 type treeFS struct {
+	reporter
 	w       *Writer
 	ctx     context.Context
-	done    func(error)
 	entries []*treeEntry
 	byPath  map[string]*treeEntry
 
@@ -220,25 +220,11 @@ type treeFS struct {
 	pending int
 	read    map[string]bool
 	failed  bool
-	once    sync.Once
 }
 
 func (t *treeFS) add(e *treeEntry) {
 	t.entries = append(t.entries, e)
 	t.byPath[e.st.Path] = e
-}
-
-// finish reports the end of the transfer: a success once, when the last
-// file has been read; every failure.
-func (t *treeFS) finish(err error) {
-	if t.done == nil {
-		return
-	}
-	if err != nil {
-		t.done(err)
-		return
-	}
-	t.once.Do(func() { t.done(nil) })
 }
 
 func (t *treeFS) Walk(ctx context.Context, target string, fn gofs.WalkDirFunc) error {

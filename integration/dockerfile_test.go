@@ -232,6 +232,27 @@ func TestBuildxDockerDriverNetworkNone(t *testing.T) {
 	})
 }
 
+// ociLayoutIndex reads the image index an OCI layout directory holds (the
+// one index.json names) and returns it with a reader of the layout's blobs.
+func ociLayoutIndex(t *testing.T, dir string) (func(digest.Digest) []byte, ocispecs.Index) {
+	t.Helper()
+	blob := func(d digest.Digest) []byte {
+		dt, err := os.ReadFile(filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dt
+	}
+	var top, idx ocispecs.Index
+	dt, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustJSON(t, dt, &top)
+	mustJSON(t, blob(top.Manifests[0].Digest), &idx)
+	return blob, idx
+}
+
 // TestBuildMultiPlatform builds a COMMIT for two platforms at once: one
 // index, one image per platform, each with the COMMIT's layer and entry.
 func TestBuildMultiPlatform(t *testing.T) {
@@ -244,20 +265,7 @@ func TestBuildMultiPlatform(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	cf(t, dir, "build", "--progress", "quiet", "--platform", "linux/amd64,linux/arm64", "--build-context", "rootfs="+cs,
 		"--output", "type=oci,tar=false,dest="+out, filepath.Join(dir, "ctx"))
-	blob := func(d digest.Digest) []byte {
-		dt, err := os.ReadFile(filepath.Join(out, "blobs", d.Algorithm().String(), d.Encoded()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return dt
-	}
-	var top, idx ocispecs.Index
-	dt, err := os.ReadFile(filepath.Join(out, "index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustJSON(t, dt, &top)
-	mustJSON(t, blob(top.Manifests[0].Digest), &idx)
+	blob, idx := ociLayoutIndex(t, out)
 	seen := map[string]bool{}
 	for _, m := range idx.Manifests {
 		if m.Platform == nil {
@@ -314,20 +322,7 @@ printf '{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://sp
 	out := filepath.Join(dir, "out")
 	cf(t, dir, "build", "--progress", "plain", "--opt", "attest:sbom=generator="+scanner, "--build-context", "rootfs="+cs,
 		"--output", "type=oci,tar=false,dest="+out, filepath.Join(dir, "ctx"))
-	blob := func(d digest.Digest) []byte {
-		dt, err := os.ReadFile(filepath.Join(out, "blobs", d.Algorithm().String(), d.Encoded()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return dt
-	}
-	var top, idx ocispecs.Index
-	dt, err := os.ReadFile(filepath.Join(out, "index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustJSON(t, dt, &top)
-	mustJSON(t, blob(top.Manifests[0].Digest), &idx)
+	blob, idx := ociLayoutIndex(t, out)
 	var statements []string
 	for _, m := range idx.Manifests {
 		if m.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
