@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -495,4 +496,30 @@ func layerSummaries(t *testing.T, ref string) [][]string {
 		out = append(out, entries)
 	}
 	return out
+}
+
+// TestDockerCommitTree: a docker container's change set sent as its tree
+// through dockerd's own BuildKit gives the very layer `docker commit` gives
+// (same diff ID), and the image runs.
+func TestDockerCommitTree(t *testing.T) {
+	name := "docker-commit-tree"
+	dockerRun(t, name, nil, "mkdir /data && dd if=/dev/urandom of=/data/big bs=1M count=4 2>/dev/null && echo x > /data/x && "+
+		"chown 1:2 /data/x && ln /data/x /data/x2 && rm /bin/vi; touch /ready; exec sleep 3600")
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tree")
+	md := filepath.Join(t.TempDir(), "md.json")
+	r := cfDocker(t, "--metadata-file", md, name, "example.com/ours-tree:1")
+	if r.err != nil {
+		t.Fatalf("commit --docker: %v\n%s", r.err, r.stderr)
+	}
+	if dt, err := os.ReadFile(md); err != nil || !strings.Contains(string(dt), `"commit-frontend.transfer": "tree"`) {
+		t.Errorf("not sent as a tree: %v\n%s", err, dt)
+	}
+	docker(t, "commit", name, "example.com/theirs-tree:1")
+	o, d := dockerImage(t, "example.com/ours-tree:1"), dockerImage(t, "example.com/theirs-tree:1")
+	if !reflect.DeepEqual(o.RootFS, d.RootFS) {
+		t.Errorf("layers differ: ours %v, docker's %v", o.RootFS.DiffIDs, d.RootFS.DiffIDs)
+	}
+	if out := docker(t, "run", "--rm", "--network", "none", "example.com/ours-tree:1", "sh", "-c", "stat -c %u:%g /data/x; ls /bin/vi 2>&1; wc -c < /data/big"); out != "1:2\nls: /bin/vi: No such file or directory\n4194304" {
+		t.Errorf("docker run of the commit: %q", out)
+	}
 }
