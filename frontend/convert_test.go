@@ -360,3 +360,30 @@ func TestConvertPlatforms(t *testing.T) {
 		t.Error("two platforms gave the same LLB")
 	}
 }
+
+// TestConvertEmptyOnScratch: committing nothing on scratch is an empty
+// image with one empty_layer entry, as the Dockerfile frontend makes of a
+// bare FROM scratch.
+func TestConvertEmptyOnScratch(t *testing.T) {
+	cf, err := commitfile.Parse([]byte("FROM scratch\nCOMMIT empty\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Convert(context.Background(), cf, ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Definition.Def) != 0 {
+		t.Errorf("definition of %d ops, want none", len(res.Definition.Def))
+	}
+	if h := res.Image.History; len(h) != 1 || h[0].CreatedBy != "COMMIT empty" || !h[0].EmptyLayer {
+		t.Errorf("history %+v", h)
+	}
+	cf, err = commitfile.Parse([]byte("FROM scratch\nCOMMIT empty\nRUN true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Convert(context.Background(), cf, ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources}); err == nil || !strings.Contains(err.Error(), "leaves nothing") {
+		t.Errorf("a RUN on nothing: %v", err)
+	}
+}

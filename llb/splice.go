@@ -89,6 +89,10 @@ func Splice(ctx context.Context, def *pb.Definition, replace Replacer) (*pb.Defi
 	// moves every output of an op rewritten because an input moved.
 	remap := map[output]output{}
 	moved := map[digest.Digest]digest.Digest{}
+	// empty holds placeholders replaced by the empty filesystem (nothing
+	// committed on scratch): only the result may stand on one, and is
+	// then empty too.
+	empty := map[digest.Digest]bool{}
 	spliced := 0
 	for _, dt := range def.Def {
 		var op pb.Op
@@ -98,6 +102,12 @@ func Splice(ctx context.Context, def *pb.Definition, replace Replacer) (*pb.Defi
 		old := digest.FromBytes(dt)
 		changed := false
 		for _, in := range op.Inputs {
+			if empty[digest.Digest(in.Digest)] {
+				if op.Op != nil || len(op.Inputs) != 1 {
+					return nil, errors.New("a COMMIT that adds nothing to an empty filesystem leaves nothing for the next step to work on")
+				}
+				return &pb.Definition{}, nil
+			}
 			if to, ok := remap[output{digest.Digest(in.Digest), in.Index}]; ok {
 				in.Digest, in.Index = string(to.digest), to.index
 				changed = true
@@ -137,7 +147,9 @@ func Splice(ctx context.Context, def *pb.Definition, replace Replacer) (*pb.Defi
 				return nil, err
 			}
 			if term == nil {
-				return nil, errors.Errorf("COMMIT %d: replaced by an empty filesystem", k)
+				empty[old] = true
+				spliced++
+				continue
 			}
 			remap[output{old, 0}] = output{digest.Digest(term.Digest), term.Index}
 			spliced++
