@@ -204,8 +204,13 @@ func read(ctx context.Context, c gwclient.Client, o *Options) (*dockerui.Client,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := cf.AppendChanges(strings.Join(o.Changes, "\n")); err != nil {
+	// With a target, the changes go into a stage of their own on it.
+	target, err := cf.AppendChanges(strings.Join(o.Changes, "\n"), bc.Target)
+	if err != nil {
 		return nil, nil, nil, err
+	}
+	if target != "" {
+		bc.Target = target
 	}
 	return bc, src, cf, nil
 }

@@ -387,3 +387,30 @@ func TestConvertEmptyOnScratch(t *testing.T) {
 		t.Errorf("a RUN on nothing: %v", err)
 	}
 }
+
+// TestConvertChangesWithTarget: `change` lines apply to the stage built
+// (the target), not to the file's last stage.
+func TestConvertChangesWithTarget(t *testing.T) {
+	cf, err := commitfile.Parse([]byte("FROM busybox AS a\nCOMMIT rootfs\nFROM a AS b\nRUN echo b\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := cf.AppendChanges("LABEL x=y\nUSER nobody", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources}
+	opt.Dockerfile.Config.Target = target
+	res, err := Convert(context.Background(), cf, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range res.Image.History[1:] {
+		got = append(got, h.CreatedBy)
+	}
+	want := []string{"COMMIT rootfs", "LABEL x=y", "USER nobody"}
+	if !slices.Equal(got, want) || res.Image.Config.Labels["x"] != "y" || res.Image.Config.User != "nobody" {
+		t.Errorf("history %q (want %q), config %+v", got, want, res.Image.Config)
+	}
+}

@@ -42,15 +42,21 @@ func FromOptions(base, commit string) (*Commitfile, error) {
 	return Parse([]byte(text))
 }
 
+// ChangesStage names the stage AppendChanges adds for a build target.
+const ChangesStage = "commit-frontend-changes"
+
 // AppendChanges appends `--change` instructions, one per line, to the end of
-// the Commitfile, after checking them as ParseChanges does.
-func (cf *Commitfile) AppendChanges(text string) error {
+// the Commitfile, after checking them as ParseChanges does. With a build
+// target, they go into a stage of their own on that target, whose name
+// AppendChanges returns: the build's new target (every line of the
+// Commitfile keeps its number).
+func (cf *Commitfile) AppendChanges(text, target string) (string, error) {
 	changes, err := ParseChanges(text)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(changes) == 0 {
-		return nil
+		return "", nil
 	}
 	escape := cf.EscapeToken
 	if escape == 0 {
@@ -61,14 +67,22 @@ func (cf *Commitfile) AppendChanges(text string) error {
 	if len(cf.Text) > 0 && !bytes.HasSuffix(cf.Text, []byte("\n")) {
 		b.WriteByte('\n')
 	}
+	newTarget := ""
+	if target != "" {
+		if strings.ContainsAny(target, " \t\r\n$\\`\"'") {
+			return "", errors.Errorf("target %q: not a stage name", target)
+		}
+		b.WriteString("FROM " + target + " AS " + ChangesStage + "\n")
+		newTarget = ChangesStage
+	}
 	for i, line := range changes {
 		if strings.HasSuffix(strings.TrimRight(line, " \t"), string(escape)) {
-			return &LineError{Input: "change", Line: i + 1, Err: errors.Errorf("%q ends with a line continuation", line)}
+			return "", &LineError{Input: "change", Line: i + 1, Err: errors.Errorf("%q ends with a line continuation", line)}
 		}
 		b.WriteString(line + "\n")
 	}
 	cf.Text = b.Bytes()
-	return nil
+	return newTarget, nil
 }
 
 // ParseChanges checks `--change` instructions, one per line, and refuses any
