@@ -48,8 +48,6 @@ type CommitCommand struct {
 	Message string
 	// Loc is where the instruction stands; nil when it came from options.
 	Loc []parser.Range
-	// Original is the instruction as written.
-	Original string
 	// CreatedBy overrides the history created_by, e.g. with the container's
 	// command; empty for "COMMIT <context>".
 	CreatedBy string
@@ -153,11 +151,10 @@ func parseCommit(node *parser.Node) (*CommitCommand, error) {
 		return nil, errors.Errorf("COMMIT takes one context name, got %d: %s", len(args), strings.Join(args, " "))
 	}
 	return &CommitCommand{
-		Context:  args[0],
-		Author:   author.Value,
-		Message:  message.Value,
-		Loc:      node.Location(),
-		Original: node.Original,
+		Context: args[0],
+		Author:  author.Value,
+		Message: message.Value,
+		Loc:     node.Location(),
 	}, nil
 }
 
