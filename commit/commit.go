@@ -296,6 +296,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	so.Exports, direct, err = l.exports(ctx, exportOpt{
 		outputs: j.outputs, name: j.name, snapshotter: tg.snapshotter, dockerExport: j.dockerExport, sessionStore: sessionStore,
 		compression: j.compression, compressionLevel: j.compressionLevel, rewriteTimestamp: j.rewriteTimestamp,
+		gzipLayers: fo.Provenance == "",
 	})
 	if err != nil {
 		return nil, err

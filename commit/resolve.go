@@ -3,6 +3,7 @@ package commit
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 
@@ -159,6 +160,21 @@ func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.C
 		return false, errors.Wrap(err, "asking containerd for its UUID")
 	}
 	return srv.UUID != "" && l[label.ContainerdUUID] == srv.UUID, nil
+}
+
+// onThisMachine reports whether buildkitd runs on this machine (its worker
+// has this host's name), so that a blob read from it crosses no network.
+// On Kubernetes a buildkitd in a pod has the pod's name, not the node's.
+func onThisMachine(ctx context.Context, bk *bkclient.Client) (bool, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return false, nil
+	}
+	ws, err := bk.ListWorkers(ctx)
+	if err != nil {
+		return false, errors.Wrap(err, "listing buildkitd's workers")
+	}
+	return len(ws) > 0 && ws[0].Labels[label.Hostname] == host, nil
 }
 
 // discardedBase returns, when a layer blob of the base manifest m is not in

@@ -38,7 +38,10 @@ type leasedStore struct {
 	// source, when set, is buildkitd's own content store, read through its
 	// control API: large blobs are fetched from there rather than pushed
 	// through the session.
-	source content.Provider
+	source Source
+	// gzip, when set, gzips the uncompressed layers written through the
+	// store (GzipLayers).
+	gzip *gzipLayers
 }
 
 // CountingStore is a content store that counts the bytes written into it.
@@ -49,6 +52,9 @@ type CountingStore interface {
 	// Fetched is the part of Written read from the source rather than
 	// received through the session.
 	Fetched() int64
+	// GzipLayers and Gzipped: see leasedStore.GzipLayers.
+	GzipLayers(level int)
+	Gzipped() map[digest.Digest]ocispecs.Descriptor
 }
 
 // LeasedStore wraps s so that every call carries namespace ns and lease,
@@ -57,16 +63,22 @@ type CountingStore interface {
 // buildkitd offers to write is read from the source instead: BuildKit's
 // session carries blobs inside a gRPC stream tunnelled through another, and
 // a direct read of the same bytes is several times faster.
-func LeasedStore(s content.Store, ns, lease string, source content.Provider) CountingStore {
+func LeasedStore(s content.Store, ns, lease string, source Source) CountingStore {
 	return &leasedStore{Store: s, ns: ns, lease: lease, source: source}
 }
 
 // DirectMin is the smallest blob LeasedStore fetches from its source.
 const DirectMin = 1 << 20
 
+// Source is a content store blobs are read from.
+type Source interface {
+	content.Provider
+	content.InfoProvider
+}
+
 // BuildkitContent is buildkitd's content store, read-only, through its
 // control API.
-func BuildkitContent(c *bkclient.Client) content.Provider {
+func BuildkitContent(c *bkclient.Client) Source {
 	return proxy.NewContentStore(c.ContentClient())
 }
 
@@ -126,31 +138,46 @@ func (s *leasedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (co
 		}
 	}
 	ctx = s.ctx(ctx)
+	if s.gzip != nil && s.uncompressedLayer(ctx, wo.Desc.Digest) {
+		return s.gzipWriter(ctx, wo.Desc)
+	}
 	w, err := s.Store.Writer(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	if s.source != nil && wo.Desc.Size >= DirectMin && wo.Desc.Digest != "" {
-		fetched, err := s.fetch(ctx, w, wo.Desc)
+	return s.writeOrFetch(ctx, w, wo.Desc)
+}
+
+// writeOrFetch fetches desc into w from the source when it is large enough,
+// and else returns w for buildkitd to write through the session.
+func (s *leasedStore) writeOrFetch(ctx context.Context, w content.Writer, desc ocispecs.Descriptor) (content.Writer, error) {
+	if s.source != nil && desc.Size >= DirectMin && desc.Digest != "" {
+		fetched, err := s.fetch(ctx, w, desc)
 		if err != nil {
 			return nil, err
 		}
 		if fetched {
 			// BuildKit takes this as "the store has it" and sends nothing.
-			return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", wo.Desc.Digest)
+			return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
 		}
 	}
 	return newBufferedWriter(w, &s.written), nil
+}
+
+// sourceCtx is ctx for a call to the source: another daemon, to which none
+// of our metadata goes.
+func sourceCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(metadata.NewOutgoingContext(context.WithoutCancel(ctx), metadata.MD{}))
+	stop := context.AfterFunc(ctx, cancel)
+	return sctx, func() { stop(); cancel() }
 }
 
 // fetch copies desc from the source through w, commits it and closes w. It
 // reports false, with no error and w untouched and open, when the source
 // cannot serve the blob: then the session carries it.
 func (s *leasedStore) fetch(ctx context.Context, w content.Writer, desc ocispecs.Descriptor) (bool, error) {
-	// The source is another daemon: none of our metadata goes to it.
-	sctx, cancel := context.WithCancel(metadata.NewOutgoingContext(context.WithoutCancel(ctx), metadata.MD{}))
+	sctx, cancel := sourceCtx(ctx)
 	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
 	ra, err := s.source.ReaderAt(sctx, desc)
 	if err != nil {
 		return false, nil

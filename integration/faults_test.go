@@ -273,6 +273,8 @@ func TestRepeatedCommits(t *testing.T) {
 	runtime.GC()
 	if g := runtime.NumGoroutine(); g > goroutines+5 {
 		t.Errorf("goroutines: %d before, %d after %d commits", goroutines, g, n)
+		buf := make([]byte, 1<<20)
+		t.Log(string(buf[:runtime.Stack(buf, true)]))
 	}
 	if f := openFDs(t); f > fds+5 {
 		t.Errorf("open file descriptors: %d before, %d after %d commits", fds, f, n)

@@ -1,0 +1,352 @@
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/images/converter"
+	"github.com/containerd/errdefs"
+	kgzip "github.com/klauspost/compress/gzip"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+)
+
+// gzipLayers is what a store that gzips layers keeps: the level, and each
+// uncompressed blob buildkitd offered with the gzip blob written for it.
+type gzipLayers struct {
+	level int
+	mu    sync.Mutex
+	blobs map[digest.Digest]ocispecs.Descriptor
+}
+
+// GzipLayers makes the store write every uncompressed layer blob that
+// buildkitd offers, and containerd lacks, as a gzip blob at level (-1 for
+// gzip's default): buildkitd's differ makes the layer uncompressed, and its
+// bytes are compressed on their way into containerd rather than in a pass
+// of their own in buildkitd, by a compressor several times faster than the
+// standard library's. Gzipped tells which blobs were replaced;
+// RewriteManifest puts the gzip blobs in the manifest buildkitd wrote.
+func (s *leasedStore) GzipLayers(level int) {
+	s.gzip = &gzipLayers{level: level, blobs: map[digest.Digest]ocispecs.Descriptor{}}
+}
+
+func (s *leasedStore) Gzipped() map[digest.Digest]ocispecs.Descriptor {
+	if s.gzip == nil {
+		return nil
+	}
+	s.gzip.mu.Lock()
+	defer s.gzip.mu.Unlock()
+	return maps.Clone(s.gzip.blobs)
+}
+
+// uncompressedLayer reports whether the source holds dgst as an
+// uncompressed layer: BuildKit labels every layer blob it makes with the
+// digest of its uncompressed form, which for an uncompressed one is its
+// own. (What crosses the session names a blob by digest and size only.)
+func (s *leasedStore) uncompressedLayer(ctx context.Context, dgst digest.Digest) bool {
+	if s.source == nil || dgst == "" {
+		return false
+	}
+	sctx, cancel := sourceCtx(ctx)
+	defer cancel()
+	info, err := s.source.Info(sctx, dgst)
+	return err == nil && info.Labels["containerd.io/uncompressed"] == dgst.String()
+}
+
+// gzipWriter returns the writer of desc, an uncompressed layer, as a gzip
+// blob, or fetches it from the source that way.
+func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) (content.Writer, error) {
+	if _, err := s.Store.Info(ctx, desc.Digest); err == nil {
+		// containerd has it uncompressed: the image keeps that blob.
+		return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
+	}
+	// An ingest of its own: what is written is not the blob BuildKit names,
+	// and two commits of the same layer must not share one.
+	ref := "commit-frontend-gzip-" + desc.Digest.Encoded() + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	w, err := s.Store.Writer(ctx, content.WithRef(ref))
+	if err != nil {
+		return nil, err
+	}
+	gw, err := newGzipWriter(w, desc, s.gzip)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return s.writeOrFetch(ctx, gw, desc)
+}
+
+// gzipMediaType is the gzip media type of an uncompressed layer's, "" for
+// any other blob.
+func gzipMediaType(mt string) string {
+	switch mt {
+	case ocispecs.MediaTypeImageLayer:
+		return ocispecs.MediaTypeImageLayerGzip
+	case images.MediaTypeDockerSchema2Layer:
+		return images.MediaTypeDockerSchema2LayerGzip
+	case ocispecs.MediaTypeImageLayerNonDistributable: //nolint:staticcheck // still written by some
+		return ocispecs.MediaTypeImageLayerNonDistributableGzip //nolint:staticcheck
+	}
+	return ""
+}
+
+// gzipWriter takes an uncompressed blob and writes it, gzipped, through
+// dst: the caller sees the uncompressed blob (its digest, offset and
+// commit), containerd gets the gzip blob labelled with the uncompressed
+// digest, as its unpacker and garbage collector expect.
+type gzipWriter struct {
+	dst   content.Writer
+	out   *asyncWriter
+	gz    *kgzip.Writer
+	n     int64
+	desc  ocispecs.Descriptor
+	layer *gzipLayers
+}
+
+func newGzipWriter(dst content.Writer, desc ocispecs.Descriptor, layers *gzipLayers) (*gzipWriter, error) {
+	out := newAsyncWriter(dst)
+	gz, err := kgzip.NewWriterLevel(out, layers.level)
+	if err != nil {
+		out.Close()
+		return nil, errors.Wrapf(err, "gzip level %d", layers.level)
+	}
+	return &gzipWriter{dst: dst, out: out, gz: gz, desc: desc, layer: layers}, nil
+}
+
+func (w *gzipWriter) Write(p []byte) (int, error) {
+	n, err := w.gz.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Digest is the uncompressed blob's, as buildkitd offered it: the bytes
+// are not hashed again here, containerd's unpacker checks them against it.
+func (w *gzipWriter) Digest() digest.Digest { return w.desc.Digest }
+
+func (w *gzipWriter) Status() (content.Status, error) {
+	return content.Status{Offset: w.n, Total: w.desc.Size}, nil
+}
+
+func (w *gzipWriter) Truncate(size int64) error {
+	if size == w.n {
+		return nil
+	}
+	if size != 0 {
+		return errors.Errorf("blob %s: a gzip write can only start over", w.desc.Digest)
+	}
+	if err := w.out.Wait(); err != nil {
+		return err
+	}
+	if err := w.dst.Truncate(0); err != nil {
+		return err
+	}
+	w.gz.Reset(w.out)
+	w.n = 0
+	return nil
+}
+
+func (w *gzipWriter) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
+	if err := w.gz.Close(); err != nil {
+		return err
+	}
+	if err := w.out.Wait(); err != nil {
+		return errors.Wrapf(err, "writing the gzip blob of %s", w.desc.Digest)
+	}
+	if size > 0 && size != w.n {
+		return errors.Errorf("blob %s: got %d bytes, want %d", w.desc.Digest, w.n, size)
+	}
+	if expected != "" && expected != w.desc.Digest {
+		return errors.Errorf("blob %s committed as %s", w.desc.Digest, expected)
+	}
+	var info content.Info
+	for _, o := range opts {
+		if err := o(&info); err != nil {
+			return err
+		}
+	}
+	labels := maps.Clone(info.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels["containerd.io/uncompressed"] = w.desc.Digest.String()
+	// containerd's answer to a status request carries the digest of what
+	// it holds: no second hash of the gzip blob here.
+	st, err := w.dst.Status()
+	if err != nil {
+		return err
+	}
+	gz := ocispecs.Descriptor{Digest: w.dst.Digest(), Size: st.Offset}
+	if err := gz.Digest.Validate(); err != nil {
+		return errors.Wrapf(err, "containerd's digest of the gzip blob of %s", w.desc.Digest)
+	}
+	if err := w.dst.Commit(ctx, gz.Size, gz.Digest, content.WithLabels(labels)); err != nil && !errdefs.IsAlreadyExists(err) {
+		return errors.Wrapf(err, "committing the gzip blob of %s", w.desc.Digest)
+	}
+	w.layer.mu.Lock()
+	w.layer.blobs[w.desc.Digest] = gz
+	w.layer.mu.Unlock()
+	return nil
+}
+
+func (w *gzipWriter) Close() error {
+	w.out.Close()
+	return w.dst.Close()
+}
+
+// asyncWriter hands what is written to w in writeBuffer pieces to a
+// goroutine that writes them on, so that compressing the next piece and
+// writing the last one to containerd overlap.
+type asyncWriter struct {
+	w     io.Writer
+	cur   []byte
+	free  chan []byte
+	full  chan []byte
+	done  chan struct{}
+	once  sync.Once
+	errMu sync.Mutex
+	err   error
+	// pending counts pieces handed over and not yet written.
+	pending sync.WaitGroup
+}
+
+func newAsyncWriter(w io.Writer) *asyncWriter {
+	const depth = 2
+	a := &asyncWriter{w: w, free: make(chan []byte, depth), full: make(chan []byte, depth), done: make(chan struct{})}
+	for range depth {
+		a.free <- make([]byte, 0, writeBuffer)
+	}
+	a.cur = <-a.free
+	go a.run()
+	return a
+}
+
+func (a *asyncWriter) run() {
+	defer close(a.done)
+	for b := range a.full {
+		if a.error() == nil {
+			if _, err := a.w.Write(b); err != nil {
+				a.setError(err)
+			}
+		}
+		a.free <- b[:0]
+		a.pending.Done()
+	}
+}
+
+func (a *asyncWriter) error() error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	return a.err
+}
+
+func (a *asyncWriter) setError(err error) {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	if a.err == nil {
+		a.err = err
+	}
+}
+
+func (a *asyncWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if err := a.error(); err != nil {
+			return n, err
+		}
+		k := copy(a.cur[len(a.cur):cap(a.cur)], p)
+		a.cur = a.cur[:len(a.cur)+k]
+		n += k
+		p = p[k:]
+		if len(a.cur) == cap(a.cur) {
+			a.flush()
+		}
+	}
+	return n, nil
+}
+
+func (a *asyncWriter) flush() {
+	if len(a.cur) == 0 {
+		return
+	}
+	a.pending.Add(1)
+	a.full <- a.cur
+	a.cur = <-a.free
+}
+
+// Wait writes what is buffered and waits until every piece is written.
+func (a *asyncWriter) Wait() error {
+	a.flush()
+	a.pending.Wait()
+	return a.error()
+}
+
+// Close stops the writing goroutine; pieces not yet written are dropped.
+func (a *asyncWriter) Close() {
+	a.once.Do(func() {
+		a.setError(errors.New("writer closed"))
+		close(a.full)
+		<-a.done
+	})
+}
+
+// RewriteManifest writes, through cs, the manifest desc with each layer
+// that blobs maps (an uncompressed blob's digest) replaced by its gzip
+// blob, keeping the manifest's labels and pointing its layer gc labels at
+// the new blobs, and returns the new manifest's descriptor. With nothing
+// to replace it returns desc.
+func RewriteManifest(ctx context.Context, cs content.Store, desc ocispecs.Descriptor, blobs map[digest.Digest]ocispecs.Descriptor) (ocispecs.Descriptor, error) {
+	if len(blobs) == 0 {
+		return desc, nil
+	}
+	// containerd's remote writer ends its stream only with its context.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if !images.IsManifestType(desc.MediaType) {
+		return ocispecs.Descriptor{}, errors.Errorf("layers were gzipped for an export of %s %s, not of one image manifest", desc.MediaType, desc.Digest)
+	}
+	var m ocispecs.Manifest
+	labels, err := converter.ReadJSON(ctx, cs, &m, desc)
+	if err != nil {
+		return ocispecs.Descriptor{}, errors.Wrapf(err, "reading manifest %s", desc.Digest)
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	changed := false
+	for i, l := range m.Layers {
+		gz, ok := blobs[l.Digest]
+		if !ok {
+			continue
+		}
+		if gz.MediaType = gzipMediaType(l.MediaType); gz.MediaType == "" {
+			return ocispecs.Descriptor{}, errors.Errorf("layer %s of manifest %s: a %s layer was gzipped", l.Digest, desc.Digest, l.MediaType)
+		}
+		gz.Annotations = l.Annotations
+		converter.ClearGCLabels(labels, l.Digest)
+		labels["containerd.io/gc.ref.content.l."+strconv.Itoa(i)] = gz.Digest.String()
+		m.Layers[i] = gz
+		changed = true
+	}
+	if !changed {
+		return desc, nil
+	}
+	// Indented, as BuildKit writes manifests.
+	dt, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return ocispecs.Descriptor{}, err
+	}
+	nd := desc
+	nd.Digest, nd.Size = digest.FromBytes(dt), int64(len(dt))
+	if err := content.WriteBlob(ctx, cs, "manifest-"+nd.Digest.String(), bytes.NewReader(dt), nd, content.WithLabels(labels)); err != nil {
+		return ocispecs.Descriptor{}, errors.Wrapf(err, "writing the manifest with gzip layers")
+	}
+	return nd, nil
+}
