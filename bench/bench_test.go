@@ -4,9 +4,11 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -202,6 +204,40 @@ var changes = []change{
 		}
 		return nil
 	}},
+	// 1 GiB that compresses (hex text, about 2:1 with gzip), as source
+	// trees, logs and model configs do: the random cell above measures the
+	// passes, this one the compressor. (Not "1GiB-…": BENCH patterns match
+	// name parts anywhere.)
+	{"1024MiB-text", func(root string) error {
+		for i := 0; i < 8; i++ {
+			if err := writeHexText(filepath.Join(root, "text-"+strconv.Itoa(i)), 128<<20, uint64(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+}
+
+// writeHexText writes n bytes of lines of hex digits of random bytes.
+func writeHexText(p string, n int, seed uint64) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(time.Now().UnixNano())})
+	raw := make([]byte, 32)
+	line := make([]byte, 65)
+	line[64] = '\n'
+	w := bufio.NewWriterSize(f, 1<<20)
+	for ; n > 0; n -= len(line) {
+		_, _ = rng.Read(raw)
+		hex.Encode(line[:64], raw)
+		if _, err := w.Write(line[:min(n, len(line))]); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
 }
 
 func writeRandom(p string, n int, seed uint64) error {
