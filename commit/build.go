@@ -2,6 +2,7 @@ package commit
 
 import (
 	"context"
+	"strings"
 
 	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
@@ -73,7 +74,15 @@ func Build(ctx context.Context, opt BuildOptions) (_ *Result, retErr error) {
 	}
 	so := opt.Solve
 	var direct bool
-	if so.Exports, direct, err = l.exports(ctx, exportOpt{name: names[0], snapshotter: snapshotter, sessionStore: sessionStore}); err != nil {
+	// Layers are gzipped on their way into containerd when the result is
+	// one image manifest that no attestation names.
+	gzipLayers := !strings.Contains(so.FrontendAttrs["platform"], ",")
+	for k := range so.FrontendAttrs {
+		if strings.HasPrefix(k, "attest:") {
+			gzipLayers = false
+		}
+	}
+	if so.Exports, direct, err = l.exports(ctx, exportOpt{name: names[0], snapshotter: snapshotter, sessionStore: sessionStore, gzipLayers: gzipLayers}); err != nil {
 		return nil, err
 	}
 	resp, err := solve.Run(ctx, opt.Buildkit, so, opt.Progress)

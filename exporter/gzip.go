@@ -69,6 +69,15 @@ func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) 
 		// containerd has it uncompressed: the image keeps that blob.
 		return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
 	}
+	if gz, ok := s.existingGzip(ctx, desc.Digest); ok {
+		// Made by an earlier commit or build of the same layer: a build
+		// whose layers come from BuildKit's cache gets the blobs it got
+		// before, not a second compression of each.
+		s.gzip.mu.Lock()
+		s.gzip.blobs[desc.Digest] = gz
+		s.gzip.mu.Unlock()
+		return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
+	}
 	// An ingest of its own: what is written is not the blob BuildKit names,
 	// and two commits of the same layer must not share one.
 	ref := "commit-frontend-gzip-" + desc.Digest.Encoded() + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -82,6 +91,32 @@ func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) 
 		return nil, err
 	}
 	return s.writeOrFetch(ctx, gw, desc)
+}
+
+// existingGzip finds a gzip blob in containerd labelled as the compressed
+// form of the uncompressed blob dgst. An explicit level is not looked up:
+// the blob found may have been made at another.
+func (s *leasedStore) existingGzip(ctx context.Context, dgst digest.Digest) (ocispecs.Descriptor, bool) {
+	if s.gzip.level != -1 {
+		return ocispecs.Descriptor{}, false
+	}
+	var found ocispecs.Descriptor
+	errFound := errors.New("found")
+	err := s.Store.Walk(ctx, func(info content.Info) error {
+		d := ocispecs.Descriptor{Digest: info.Digest, Size: info.Size}
+		ra, err := s.Store.ReaderAt(ctx, d)
+		if err != nil {
+			return nil
+		}
+		defer ra.Close()
+		magic := make([]byte, 2)
+		if n, _ := ra.ReadAt(magic, 0); n == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+			found = d
+			return errFound
+		}
+		return nil
+	}, `labels."containerd.io/uncompressed"==`+dgst.String())
+	return found, err == errFound
 }
 
 // gzipMediaType is the gzip media type of an uncompressed layer's, "" for

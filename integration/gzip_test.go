@@ -85,6 +85,10 @@ func TestCommitGzipInStore(t *testing.T) {
 			if bkTop.MediaType != ocispecs.MediaTypeImageLayerGzip {
 				t.Errorf("BuildKit's export: %s", bkTop.MediaType)
 			}
+			// Another compressor wrote the store's blob: other bytes.
+			if bkTop.Digest == top.Digest {
+				t.Errorf("the store's layer blob is BuildKit's own gzip (%s): not compressed on its way into containerd", top.Digest)
+			}
 			if got := oci.Config.RootFS.DiffIDs[len(oci.Config.RootFS.DiffIDs)-1]; got != diffID {
 				t.Errorf("diff ID %s in the store, %s from BuildKit's gzip export", diffID, got)
 				bk, ours := layerEntries(t, oci.Layers[len(oci.Layers)-1]), layerEntries(t, layer)
@@ -116,5 +120,63 @@ func TestCommitGzipInStore(t *testing.T) {
 				t.Errorf("running the image: %q, %v; want %q", out, err, want)
 			}
 		})
+	}
+}
+
+// TestBuildGzipInStore: `build -t` gzips the build's new layers on their
+// way into containerd; the image is the one BuildKit's own gzip export of
+// the same build gives (same config, so same diff IDs), every layer is
+// gzip, and a rebuild from BuildKit's cache lands the very same manifest.
+func TestBuildGzipInStore(t *testing.T) {
+	const ns = "cf-build-gzip"
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"Commitfile": "FROM " + env.base.Ref + "\n" +
+			"RUN i=0; while [ $i -lt 40000 ]; do echo gzip line $i; i=$((i+1)); done > /text; head -c 1100000 /dev/urandom > /random\n" +
+			"COPY small /small\n",
+		"small": "small\n",
+	})
+	ctx := context.Background()
+	c := ctrd(t, ns)
+	build := func(tag string) (ocispecs.Manifest, ocispecs.Image, string) {
+		r := cf(t, dir, "build", "--progress", "quiet", "--address", env.ctrd.Addr, "-n", ns, "-t", tag, ".")
+		img, err := c.ImageService().Get(ctx, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return imageManifest(t, c, img), imageConfig(t, c, img), strings.TrimSpace(r.stdout) + "@" + img.Target.Digest.String()
+	}
+	m1, cfg1, id1 := build("example.com/gzip-build:1")
+	for i, l := range m1.Layers {
+		if l.MediaType != ocispecs.MediaTypeImageLayerGzip {
+			t.Errorf("layer %d: %s", i, l.MediaType)
+		}
+		info, err := c.ContentStore().Info(ctx, l.Digest)
+		if err != nil || info.Labels["containerd.io/uncompressed"] != cfg1.RootFS.DiffIDs[i].String() {
+			t.Errorf("layer %d labels %v (%v), diff ID %s", i, info.Labels, err, cfg1.RootFS.DiffIDs[i])
+		}
+	}
+	_, _, id2 := build("example.com/gzip-build:2")
+	if id2 != id1 {
+		t.Errorf("a cached rebuild landed %s, the first build %s", id2, id1)
+	}
+
+	out := filepath.Join(t.TempDir(), "out.tar")
+	cf(t, dir, "build", "--progress", "quiet", "--output", "type=oci,dest="+out, ".")
+	oci := readOCITar(t, out)
+	if want := strings.SplitN(id1, "@", 2)[0]; oci.ConfigID != want {
+		t.Errorf("BuildKit's export of the same build: config %s, ours %s", oci.ConfigID, want)
+	}
+	// The build's own layers (the RUN's and the COPY's) were compressed on
+	// their way into containerd, by another compressor than BuildKit's.
+	base := baseImage(t)
+	for i := len(base.Manifest.Layers); i < len(m1.Layers); i++ {
+		if m1.Layers[i].Digest == oci.Manifest.Layers[i].Digest {
+			t.Errorf("layer %d is BuildKit's own gzip blob %s", i, m1.Layers[i].Digest)
+		}
+	}
+	out2, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", "example.com/gzip-build:1", "gzip-build-run", "sh", "-c", "wc -l < /text; cat /small")
+	if err != nil || strings.TrimSpace(out2) != "40000\nsmall" {
+		t.Errorf("running the image: %q, %v", out2, err)
 	}
 }
