@@ -110,15 +110,15 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 		done[site.Index] = committed{cmd: c, layer: layer}
 		return st, nil
 	}
-	spliced, err := cfllb.Splice(ctx, def.ToPB(), replace)
+	spliced, err := cfllb.Splice(ctx, def.ToPB(), cf.Key, replace)
 	if err != nil {
 		return nil, err
 	}
-	sbom, err := spliceSBOM(ctx, dfRes.SBOM, spliced, replace)
+	sbom, err := spliceSBOM(ctx, dfRes.SBOM, spliced, cf.Key, replace)
 	if err != nil {
 		return nil, err
 	}
-	img, err := commitHistory(dfRes.Image, done, opt, dfRes.Epoch)
+	img, err := commitHistory(dfRes.Image, cf.Key, done, opt, dfRes.Epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func Convert(ctx context.Context, cf *commitfile.Commitfile, opt ConvertOpt) (*R
 
 // spliceSBOM returns the SBOM scan targets with the COMMITs spliced in:
 // the core is the build's own result, the extras are spliced one by one.
-func spliceSBOM(ctx context.Context, in *dockerfile2llb.SBOMTargets, core *pb.Definition, replace cfllb.Replacer) (*dockerfile2llb.SBOMTargets, error) {
+func spliceSBOM(ctx context.Context, in *dockerfile2llb.SBOMTargets, core *pb.Definition, key string, replace cfllb.Replacer) (*dockerfile2llb.SBOMTargets, error) {
 	if in == nil {
 		return nil, nil
 	}
@@ -141,7 +141,7 @@ func spliceSBOM(ctx context.Context, in *dockerfile2llb.SBOMTargets, core *pb.De
 		if err != nil {
 			return nil, err
 		}
-		sdef, err := cfllb.Splice(ctx, def.ToPB(), replace)
+		sdef, err := cfllb.Splice(ctx, def.ToPB(), key, replace)
 		if err != nil {
 			return nil, err
 		}
@@ -167,12 +167,12 @@ func stateOf(def *pb.Definition) (bkllb.State, error) {
 // commitHistory returns a copy of img whose placeholder entries are the
 // COMMITs' entries, with a squash's marks, the metadata-only entry and the
 // replaced config the options ask for.
-func commitHistory(img *dockerspec.DockerOCIImage, done map[int]committed, opt ConvertOpt, epoch *time.Time) (*dockerspec.DockerOCIImage, error) {
+func commitHistory(img *dockerspec.DockerOCIImage, key string, done map[int]committed, opt ConvertOpt, epoch *time.Time) (*dockerspec.DockerOCIImage, error) {
 	out := imageconfig.Clone(img)
 	commits := 0
 	for i := range out.History {
 		h := &out.History[i]
-		k, ok := cfllb.PlaceholderIndex(h.CreatedBy)
+		k, ok := cfllb.PlaceholderIndex(key, h.CreatedBy)
 		if !ok {
 			continue
 		}

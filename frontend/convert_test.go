@@ -414,3 +414,38 @@ func TestConvertChangesWithTarget(t *testing.T) {
 		t.Errorf("history %q (want %q), config %+v", got, want, res.Image.Config)
 	}
 }
+
+// TestConvertUserRunOfPlaceholderPath: a RUN the user wrote that looks
+// like a COMMIT's placeholder — the bare form, or the key of another text —
+// stays an ordinary RUN (it runs, and its history entry stays), while the
+// file's own COMMIT is spliced.
+func TestConvertUserRunOfPlaceholderPath(t *testing.T) {
+	other, err := commitfile.Parse([]byte("FROM busybox\nCOMMIT rootfs\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	guessed := cfllb.Placeholder(other.Key, 0)
+	src := "FROM busybox\nRUN [\"/.commit-frontend/COMMIT-0\"]\nRUN [\"" + guessed + "\"]\nCOMMIT rootfs\n"
+	cf, err := commitfile.Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Convert(context.Background(), cf, ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := summary(t, res.Definition, res.Image)
+	for _, p := range []string{"/.commit-frontend/COMMIT-0", guessed} {
+		if !strings.Contains(sum, p) {
+			t.Errorf("the user's RUN %s is gone:\n%s", p, sum)
+		}
+	}
+	var created []string
+	for _, h := range res.Image.History {
+		created = append(created, h.CreatedBy)
+	}
+	created = created[max(0, len(created)-3):]
+	if len(created) != 3 || !strings.Contains(created[0], "/.commit-frontend/COMMIT-0") || !strings.Contains(created[1], guessed) || created[2] != "COMMIT rootfs" {
+		t.Errorf("history %q", created)
+	}
+}

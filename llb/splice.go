@@ -19,18 +19,27 @@ import (
 // instruction is converted exactly as the Dockerfile frontend converts it.
 const placeholderPrefix = "/.commit-frontend/COMMIT-"
 
-// Placeholder returns the argv[0] that stands for the COMMIT numbered k.
-func Placeholder(k int) string { return fmt.Sprintf("%s%d", placeholderPrefix, k) }
+// Placeholder returns the argv[0] that stands for the COMMIT numbered k in
+// the Commitfile whose placeholder key is key (commitfile.Key): a text
+// cannot hold the key made of its own bytes, so a RUN the user wrote is
+// never taken for a COMMIT.
+func Placeholder(key string, k int) string { return fmt.Sprintf("%s%s-%d", placeholderPrefix, key, k) }
 
 // PlaceholderIndex tells which COMMIT a history created_by written by
-// BuildKit's converter for a placeholder RUN stands for.
-func PlaceholderIndex(createdBy string) (int, bool) {
-	i := strings.Index(createdBy, placeholderPrefix)
+// BuildKit's converter for a placeholder RUN of key stands for.
+func PlaceholderIndex(key, createdBy string) (int, bool) {
+	prefix := placeholderPrefix + key + "-"
+	i := strings.Index(createdBy, prefix)
 	if i < 0 {
 		return 0, false
 	}
+	return placeholderNumber(createdBy[i+len(prefix):])
+}
+
+// placeholderNumber reads the COMMIT number that starts s.
+func placeholderNumber(s string) (int, bool) {
 	var k int
-	if _, err := fmt.Sscanf(createdBy[i+len(placeholderPrefix):], "%d", &k); err != nil {
+	if _, err := fmt.Sscanf(s, "%d", &k); err != nil {
 		return 0, false
 	}
 	return k, true
@@ -57,7 +66,7 @@ type Replacer func(ctx context.Context, s Site) (bkllb.State, error)
 // that replace returns for it, and every op that depended on a placeholder
 // rewritten to depend on its replacement. Ops that no placeholder reaches
 // keep their bytes, so their digests (and BuildKit's cache) are unchanged.
-func Splice(ctx context.Context, def *pb.Definition, replace Replacer) (*pb.Definition, error) {
+func Splice(ctx context.Context, def *pb.Definition, key string, replace Replacer) (*pb.Definition, error) {
 	if def == nil || len(def.Def) == 0 {
 		return def, nil
 	}
@@ -120,7 +129,7 @@ func Splice(ctx context.Context, def *pb.Definition, replace Replacer) (*pb.Defi
 		if def.Source != nil {
 			locs = def.Source.Locations[string(old)]
 		}
-		if k, ok := placeholder(&op); ok {
+		if k, ok := placeholder(&op, key); ok {
 			site := Site{Index: k, Env: op.GetExec().GetMeta().GetEnv()}
 			if op.Platform != nil {
 				p := op.Platform.Spec()
@@ -172,17 +181,14 @@ func Splice(ctx context.Context, def *pb.Definition, replace Replacer) (*pb.Defi
 	return prune(out)
 }
 
-// placeholder tells whether op is the exec op of a placeholder RUN.
-func placeholder(op *pb.Op) (int, bool) {
+// placeholder tells whether op is the exec op of a placeholder RUN of key.
+func placeholder(op *pb.Op, key string) (int, bool) {
 	args := op.GetExec().GetMeta().GetArgs()
-	if len(args) != 1 || !strings.HasPrefix(args[0], placeholderPrefix) {
+	prefix := placeholderPrefix + key + "-"
+	if len(args) != 1 || !strings.HasPrefix(args[0], prefix) {
 		return 0, false
 	}
-	var k int
-	if _, err := fmt.Sscanf(args[0][len(placeholderPrefix):], "%d", &k); err != nil {
-		return 0, false
-	}
-	return k, true
+	return placeholderNumber(args[0][len(prefix):])
 }
 
 // rootState returns the state an exec op runs on: its root mount's input,

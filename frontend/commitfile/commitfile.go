@@ -11,6 +11,8 @@ package commitfile
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -30,8 +32,11 @@ type Commitfile struct {
 	// RUN, on the same lines: the input of BuildKit's Dockerfile converter.
 	Text []byte
 	// Commits are the COMMIT instructions in order; Commits[k] is the one
-	// whose placeholder is llb.Placeholder(k).
+	// whose placeholder is llb.Placeholder(Key, k).
 	Commits []*CommitCommand
+	// Key is in every placeholder: the start of the SHA-256 of the
+	// Commitfile as written, which the file itself cannot contain.
+	Key string
 	// EscapeToken is the escape character in effect.
 	EscapeToken rune
 }
@@ -105,7 +110,8 @@ func Parse(dt []byte) (*Commitfile, error) {
 	if err != nil {
 		return nil, err
 	}
-	cf := &Commitfile{EscapeToken: res.EscapeToken}
+	sum := sha256.Sum256(dt)
+	cf := &Commitfile{EscapeToken: res.EscapeToken, Key: hex.EncodeToString(sum[:8])}
 	lines := bytes.SplitAfter(dt, []byte("\n"))
 	for _, node := range res.AST.Children {
 		if !strings.EqualFold(node.Value, Commit) {
@@ -123,7 +129,7 @@ func Parse(dt []byte) (*Commitfile, error) {
 				nl = "\n"
 			}
 			if l == node.StartLine {
-				lines[l-1] = fmt.Appendf(nil, "RUN [%q]%s", cfllb.Placeholder(k), nl)
+				lines[l-1] = fmt.Appendf(nil, "RUN [%q]%s", cfllb.Placeholder(cf.Key, k), nl)
 			} else {
 				lines[l-1] = []byte(nl)
 			}

@@ -50,11 +50,11 @@ COMMIT -- second
 	for i := range want {
 		switch i + 1 {
 		case 6:
-			want[i] = `RUN ["` + cfllb.Placeholder(0) + `"]`
+			want[i] = `RUN ["` + cfllb.Placeholder(cf.Key, 0) + `"]`
 		case 7:
 			want[i] = ""
 		case 12:
-			want[i] = `RUN ["` + cfllb.Placeholder(1) + `"]`
+			want[i] = `RUN ["` + cfllb.Placeholder(cf.Key, 1) + `"]`
 		}
 		if got[i] != want[i] {
 			t.Errorf("line %d: %q, want %q", i+1, got[i], want[i])
@@ -138,7 +138,7 @@ func TestFromOptions(t *testing.T) {
 	if target, err := cf.AppendChanges("USER nobody\n\nLABEL a=b", ""); err != nil || target != "" {
 		t.Fatal(target, err)
 	}
-	want := "FROM busybox\nRUN [\"" + cfllb.Placeholder(0) + "\"]\nUSER nobody\nLABEL a=b\n"
+	want := "FROM busybox\nRUN [\"" + cfllb.Placeholder(cf.Key, 0) + "\"]\nUSER nobody\nLABEL a=b\n"
 	if string(cf.Text) != want || len(cf.Commits) != 1 || cf.Commits[0].Context != "rootfs" {
 		t.Errorf("text %q, commits %+v; want %q", cf.Text, cf.Commits, want)
 	}
