@@ -117,7 +117,7 @@ func (s *leasedStore) existingGzip(ctx context.Context, dgst digest.Digest) (oci
 		}
 		return nil
 	}, `labels."containerd.io/uncompressed"==`+dgst.String())
-	return found, err == errFound
+	return found, errors.Is(err, errFound)
 }
 
 // gzipMediaType is the gzip media type of an uncompressed layer's, "" for
