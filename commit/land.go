@@ -94,9 +94,13 @@ func (l *landing) exports(ctx context.Context, o exportOpt) (_ []bkclient.Export
 	// a snapshot there. Otherwise the OCI export streams the new blobs
 	// into containerd's content store through the session.
 	direct = o.dockerExport
+	var worker map[string]string
 	if toStore && !direct {
 		var err error
-		if direct, err = sharesContainerd(ctx, l.cc, l.bk, l.ns, o.snapshotter); err != nil {
+		if worker, err = workerLabels(ctx, l.bk); err != nil {
+			return nil, false, err
+		}
+		if direct, err = sharesContainerd(ctx, l.cc, worker, l.ns, o.snapshotter); err != nil {
 			return nil, false, err
 		}
 	}
@@ -121,14 +125,7 @@ func (l *landing) exports(ctx context.Context, o exportOpt) (_ []bkclient.Export
 		out = []bkclient.ExportEntry{{Type: bkclient.ExporterImage, Attrs: attrs}}
 	case toStore:
 		attrs := map[string]string{"tar": "false", "oci-mediatypes": "true"}
-		gzipHere := (o.compression == "" || o.compression == "gzip") && o.gzipLayers
-		if gzipHere {
-			var err error
-			if gzipHere, err = onThisMachine(ctx, l.bk); err != nil {
-				return nil, false, err
-			}
-		}
-		if gzipHere {
+		if (o.compression == "" || o.compression == "gzip") && o.gzipLayers && onThisMachine(worker) {
 			// buildkitd's differ writes the layer uncompressed and it is
 			// gzipped on its way into containerd (exporter.GzipLayers):
 			// one pass less over the bytes, and a faster gzip than

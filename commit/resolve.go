@@ -140,18 +140,22 @@ func platformManifest(ctx context.Context, cc *containerd.Client, target ocispec
 	return exporter.PlatformManifest(ctx, cc.ContentStore(), target, platforms.Default())
 }
 
-// sharesContainerd tells whether buildkitd's default worker is a containerd
-// worker on the containerd cc talks to, in namespace ns, with the
-// snapshotter the container uses.
-func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.Client, ns, snapshotter string) (bool, error) {
+// workerLabels returns the labels of buildkitd's default worker.
+func workerLabels(ctx context.Context, bk *bkclient.Client) (map[string]string, error) {
 	ws, err := bk.ListWorkers(ctx)
 	if err != nil {
-		return false, errors.Wrap(err, "listing buildkitd's workers")
+		return nil, errors.Wrap(err, "listing buildkitd's workers")
 	}
 	if len(ws) == 0 {
-		return false, errors.New("buildkitd has no workers")
+		return nil, errors.New("buildkitd has no workers")
 	}
-	l := ws[0].Labels
+	return ws[0].Labels, nil
+}
+
+// sharesContainerd tells whether buildkitd's default worker (labels l) is
+// a containerd worker on the containerd cc talks to, in namespace ns, with
+// the snapshotter the container uses.
+func sharesContainerd(ctx context.Context, cc *containerd.Client, l map[string]string, ns, snapshotter string) (bool, error) {
 	if l[label.Executor] != "containerd" || l[label.ContainerdNamespace] != ns || l[label.Snapshotter] != snapshotter {
 		return false, nil
 	}
@@ -162,19 +166,13 @@ func sharesContainerd(ctx context.Context, cc *containerd.Client, bk *bkclient.C
 	return srv.UUID != "" && l[label.ContainerdUUID] == srv.UUID, nil
 }
 
-// onThisMachine reports whether buildkitd runs on this machine (its worker
-// has this host's name), so that a blob read from it crosses no network.
-// On Kubernetes a buildkitd in a pod has the pod's name, not the node's.
-func onThisMachine(ctx context.Context, bk *bkclient.Client) (bool, error) {
+// onThisMachine reports whether buildkitd runs on this machine (its default
+// worker, labels l, has this host's name), so that a blob read from it
+// crosses no network. On Kubernetes a buildkitd in a pod has the pod's
+// name, not the node's.
+func onThisMachine(l map[string]string) bool {
 	host, err := os.Hostname()
-	if err != nil {
-		return false, nil
-	}
-	ws, err := bk.ListWorkers(ctx)
-	if err != nil {
-		return false, errors.Wrap(err, "listing buildkitd's workers")
-	}
-	return len(ws) > 0 && ws[0].Labels[label.Hostname] == host, nil
+	return err == nil && l[label.Hostname] == host
 }
 
 // discardedBase returns, when a layer blob of the base manifest m is not in
