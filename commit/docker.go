@@ -13,7 +13,6 @@ import (
 	dockerclient "github.com/moby/moby/client"
 	"github.com/pkg/errors"
 
-	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
 )
 
@@ -171,15 +170,13 @@ func dockerCommitConfig(c *dockercontainer.Config, changes []string) (*dockerspe
 		}
 		cfg.OnBuild, cfg.Shell = c.OnBuild, c.Shell
 	}
-	st := imageconfig.State{Image: img}
-	for i, ch := range changes {
-		cmd, err := commitfile.ParseChange(ch)
-		if err != nil {
-			return nil, errors.Wrapf(err, "--change %d (%q)", i+1, ch)
-		}
-		if st, err = imageconfig.Apply(st, cmd); err != nil {
-			return nil, errors.Wrapf(err, "--change %d (%q)", i+1, ch)
-		}
+	cmds, err := parseChanges(changes)
+	if err != nil {
+		return nil, err
 	}
-	return &st.Image.Config, nil
+	out, err := imageconfig.Change(img, cmds)
+	if err != nil {
+		return nil, errors.Wrap(err, "--change")
+	}
+	return &out.Config, nil
 }

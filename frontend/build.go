@@ -49,6 +49,12 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 	if err != nil {
 		return nil, err
 	}
+	// The changes go into the config of the image built, never into its
+	// layers or history, as docker commit applies them.
+	changes, err := commitfile.ParseChanges(strings.Join(o.Changes, "\n"))
+	if err != nil {
+		return nil, err
+	}
 	if src != nil {
 		defer func() {
 			var el *parser.LocationError
@@ -102,21 +108,32 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 	}
 	var scanTargets bkmaps.SyncMap[string, *Result]
 	rb, err := bc.Build(ctx, func(ctx context.Context, platform *ocispecs.Platform, idx int) (*dockerui.BuildResult, error) {
-		opt := ConvertOpt{
-			Dockerfile: dfOpt, Source: cs.CommitSource,
-			Author: o.Author, Message: o.Message, CreatedBy: o.CreatedBy, ImageConfig: o.ImageConfig,
-		}
-		opt.Dockerfile.BuildArgs = maps.Clone(opt.Dockerfile.BuildArgs)
-		opt.Dockerfile.TargetPlatform = platform
-		if idx != 0 {
-			opt.Dockerfile.Warn = nil
-		}
-		if opt.Squash, err = cs.squash(ctx, o, platform); err != nil {
-			return nil, err
-		}
-		res, err := Convert(ctx, cf, opt)
-		if err != nil {
-			return nil, err
+		var res *Result
+		if o.optionsOnly() {
+			p := platforms.DefaultSpec()
+			if platform != nil {
+				p = *platform
+			}
+			if res, err = cs.convertOptions(ctx, o, changes, platforms.Normalize(p)); err != nil {
+				return nil, err
+			}
+		} else {
+			opt := ConvertOpt{
+				Dockerfile: dfOpt, Source: cs.CommitSource,
+				Author: o.Author, Message: o.Message, CreatedBy: o.CreatedBy, ImageConfig: o.ImageConfig,
+				Changes: changes,
+			}
+			opt.Dockerfile.BuildArgs = maps.Clone(opt.Dockerfile.BuildArgs)
+			opt.Dockerfile.TargetPlatform = platform
+			if idx != 0 {
+				opt.Dockerfile.Warn = nil
+			}
+			if opt.Squash, err = cs.squash(ctx, o, platform); err != nil {
+				return nil, err
+			}
+			if res, err = Convert(ctx, cf, opt); err != nil {
+				return nil, err
+			}
 		}
 		r, err := c.Solve(ctx, gwclient.SolveRequest{Definition: res.Definition, CacheImports: bc.CacheImports})
 		if err != nil {
@@ -174,43 +191,33 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 	return rb.Finalize()
 }
 
-// read reads the Commitfile, or makes one of the options, and adds the
-// options' changes.
+// read reads the Commitfile, or makes one of the options (for the
+// subrequests: an options-only build is converted by ConvertCommit).
 func read(ctx context.Context, c gwclient.Client, o *Options) (*dockerui.Client, *dockerui.Source, *commitfile.Commitfile, error) {
-	var (
-		bc  *dockerui.Client
-		src *dockerui.Source
-		cf  *commitfile.Commitfile
-		err error
-	)
 	if o.optionsOnly() {
-		if bc, err = dockerui.NewClient(c); err != nil {
+		bc, err := dockerui.NewClient(c)
+		if err != nil {
 			return nil, nil, nil, err
 		}
-		cf, err = commitfile.FromOptions(o.Base, o.Commit)
-	} else {
-		if bc, src, err = readCommitfile(ctx, c, o.Filename != ""); err != nil {
+		cf, err := commitfile.FromOptions(o.Base, o.Commit)
+		if err != nil {
 			return nil, nil, nil, err
 		}
-		if cf, err = commitfile.Parse(src.Data); err != nil {
-			var el *parser.LocationError
-			if errors.As(err, &el) {
-				for _, l := range el.Locations {
-					err = wrapSource(err, src.SourceMap, l)
-				}
+		return bc, nil, cf, nil
+	}
+	bc, src, err := readCommitfile(ctx, c, o.Filename != "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cf, err := commitfile.Parse(src.Data)
+	if err != nil {
+		var el *parser.LocationError
+		if errors.As(err, &el) {
+			for _, l := range el.Locations {
+				err = wrapSource(err, src.SourceMap, l)
 			}
 		}
-	}
-	if err != nil {
 		return nil, nil, nil, err
-	}
-	// With a target, the changes go into a stage of their own on it.
-	target, err := cf.AppendChanges(strings.Join(o.Changes, "\n"), bc.Target)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if target != "" {
-		bc.Target = target
 	}
 	return bc, src, cf, nil
 }

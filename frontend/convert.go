@@ -10,6 +10,7 @@ import (
 	cfllb "github.com/commit-frontend/commit-frontend/llb"
 	bkllb "github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/frontend/dockerfile/dockerfile2llb"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/solver/pb"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -38,6 +39,9 @@ type ConvertOpt struct {
 	CreatedBy string
 	// ImageConfig, when set, replaces the config of the result.
 	ImageConfig *dockerspec.DockerOCIImageConfig
+	// Changes are `--change` instructions, applied to the result's config
+	// only (no layer, no history entry).
+	Changes []instructions.Command
 }
 
 // Result is a converted Commitfile.
@@ -206,6 +210,10 @@ func commitHistory(img *dockerspec.DockerOCIImage, key string, done map[int]comm
 	}
 	if opt.ImageConfig != nil {
 		out.Config = *imageconfig.CloneConfig(opt.ImageConfig)
+	}
+	out, err := imageconfig.Change(out, opt.Changes)
+	if err != nil {
+		return nil, errors.Wrap(err, "--change")
 	}
 	return out, nil
 }

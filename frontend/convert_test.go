@@ -266,32 +266,6 @@ func TestConvertErrors(t *testing.T) {
 	}
 }
 
-// TestConvertMetadataOnly: options without a COMMIT but with a created_by
-// (a builder's metadata-only step) add one entry that keeps its author and
-// comment, and a builder's config replaces the base's.
-func TestConvertMetadataOnly(t *testing.T) {
-	cf, err := commitfile.FromOptions("busybox", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &dockerspec.DockerOCIImageConfig{}
-	cfg.Env = []string{"STEP=1"}
-	res, err := Convert(context.Background(), cf, ConvertOpt{Dockerfile: dockerfileOpt(t), CreatedBy: "/bin/sh -c #(nop) ENV STEP=1", Author: "builder", Message: "a step", ImageConfig: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := res.Image.History[len(res.Image.History)-1]
-	if h.CreatedBy != "/bin/sh -c #(nop) ENV STEP=1" || h.Author != "builder" || h.Comment != "a step" || !h.EmptyLayer {
-		t.Errorf("history entry %+v", h)
-	}
-	if h.Created == nil || h.Created.Unix() != 1000000000 {
-		t.Errorf("created %v, want SOURCE_DATE_EPOCH", h.Created)
-	}
-	if !slices.Equal(res.Image.Config.Env, cfg.Env) {
-		t.Errorf("config %+v", res.Image.Config)
-	}
-}
-
 // TestConvertSquash: a squashing COMMIT keeps the squash base's layers and
 // marks the entries above them.
 func TestConvertSquash(t *testing.T) {
@@ -388,19 +362,20 @@ func TestConvertEmptyOnScratch(t *testing.T) {
 	}
 }
 
-// TestConvertChangesWithTarget: `change` lines apply to the stage built
-// (the target), not to the file's last stage.
+// TestConvertChangesWithTarget: `change` lines apply to the config of the
+// stage built (the target), not to the file's last stage, and add no
+// history entry.
 func TestConvertChangesWithTarget(t *testing.T) {
 	cf, err := commitfile.Parse([]byte("FROM busybox AS a\nCOMMIT rootfs\nFROM a AS b\nRUN echo b\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	target, err := cf.AppendChanges("LABEL x=y\nUSER nobody", "a")
+	changes, err := commitfile.ParseChanges("LABEL x=y\nUSER nobody")
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources}
-	opt.Dockerfile.Config.Target = target
+	opt := ConvertOpt{Dockerfile: dockerfileOpt(t), Source: sources, Changes: changes}
+	opt.Dockerfile.Config.Target = "a"
 	res, err := Convert(context.Background(), cf, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +384,7 @@ func TestConvertChangesWithTarget(t *testing.T) {
 	for _, h := range res.Image.History[1:] {
 		got = append(got, h.CreatedBy)
 	}
-	want := []string{"COMMIT rootfs", "LABEL x=y", "USER nobody"}
+	want := []string{"COMMIT rootfs"}
 	if !slices.Equal(got, want) || res.Image.Config.Labels["x"] != "y" || res.Image.Config.User != "nobody" {
 		t.Errorf("history %q (want %q), config %+v", got, want, res.Image.Config)
 	}

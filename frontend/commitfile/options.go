@@ -2,7 +2,6 @@ package commitfile
 
 import (
 	"bytes"
-	"fmt"
 	"slices"
 	"strings"
 
@@ -42,62 +41,23 @@ func FromOptions(base, commit string) (*Commitfile, error) {
 	return Parse([]byte(text))
 }
 
-// ChangesStage names the stage AppendChanges adds for a build target.
-const ChangesStage = "commit-frontend-changes"
-
-// AppendChanges appends `--change` instructions, one per line, to the end of
-// the Commitfile, after checking them as ParseChanges does. With a build
-// target, they go into a stage of their own on that target, whose name
-// AppendChanges returns: the build's new target (every line of the
-// Commitfile keeps its number).
-func (cf *Commitfile) AppendChanges(text, target string) (string, error) {
-	changes, err := ParseChanges(text)
-	if err != nil {
-		return "", err
-	}
-	if len(changes) == 0 {
-		return "", nil
-	}
-	escape := cf.EscapeToken
-	if escape == 0 {
-		escape = '\\'
-	}
-	var b bytes.Buffer
-	b.Write(cf.Text)
-	if len(cf.Text) > 0 && !bytes.HasSuffix(cf.Text, []byte("\n")) {
-		b.WriteByte('\n')
-	}
-	newTarget := ""
-	if target != "" {
-		if strings.ContainsAny(target, " \t\r\n$\\`\"'") {
-			return "", errors.Errorf("target %q: not a stage name", target)
-		}
-		b.WriteString("FROM " + target + " AS " + ChangesStage + "\n")
-		newTarget = ChangesStage
-	}
-	for i, line := range changes {
-		if strings.HasSuffix(strings.TrimRight(line, " \t"), string(escape)) {
-			return "", &LineError{Input: "change", Line: i + 1, Err: errors.Errorf("%q ends with a line continuation", line)}
-		}
-		b.WriteString(line + "\n")
-	}
-	cf.Text = b.Bytes()
-	return newTarget, nil
-}
-
-// ParseChanges checks `--change` instructions, one per line, and refuses any
-// instruction `docker commit` does not accept. It returns the non-empty
-// lines; errors name the line.
-func ParseChanges(text string) ([]string, error) {
-	var out []string
+// ParseChanges parses `--change` instructions, one per line, and refuses
+// any instruction `docker commit` does not accept. Blank lines are skipped;
+// errors name the line.
+func ParseChanges(text string) ([]instructions.Command, error) {
+	var out []instructions.Command
 	for i, line := range strings.Split(text, "\n") {
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		if _, err := ParseChange(line); err != nil {
+		if strings.HasSuffix(strings.TrimRight(line, " \t"), "\\") {
+			return nil, &LineError{Input: "change", Line: i + 1, Err: errors.Errorf("%q ends with a line continuation", line)}
+		}
+		cmd, err := ParseChange(line)
+		if err != nil {
 			return nil, &LineError{Input: "change", Line: i + 1, Err: err}
 		}
-		out = append(out, line)
+		out = append(out, cmd)
 	}
 	return out, nil
 }
@@ -113,7 +73,7 @@ func ParseChange(line string) (instructions.Command, error) {
 	}
 	node := res.AST.Children[0]
 	if !slices.Contains(ChangeInstructions, strings.ToLower(node.Value)) {
-		return nil, fmt.Errorf("%s is not supported by --change: commit accepts only %s", strings.ToUpper(node.Value), strings.ToUpper(strings.Join(ChangeInstructions, ", ")))
+		return nil, errors.Errorf("%s is not supported by --change: commit accepts only %s", strings.ToUpper(node.Value), strings.ToUpper(strings.Join(ChangeInstructions, ", ")))
 	}
 	return instructions.ParseCommand(node)
 }

@@ -19,9 +19,6 @@ import (
 	"github.com/pkg/errors"
 )
 
-// HistoryComment marks the history entries of config-only instructions.
-const HistoryComment = "commit-frontend.v0"
-
 // Clone returns a deep copy of img.
 func Clone(img *dockerspec.DockerOCIImage) *dockerspec.DockerOCIImage {
 	out := &dockerspec.DockerOCIImage{}
@@ -75,118 +72,110 @@ func AddHistory(img *dockerspec.DockerOCIImage, e Entry) *dockerspec.DockerOCIIm
 	return out
 }
 
-// State is the config being built and what a Dockerfile tracks beside it.
-type State struct {
-	// Image is the config so far.
-	Image *dockerspec.DockerOCIImage
-	// CmdSet records that CMD was set since the base, so ENTRYPOINT keeps it.
-	CmdSet bool
-	// Epoch is the time of new history entries; nil for "now".
-	Epoch *time.Time
+// Change returns a copy of img whose config has the `docker commit
+// --change` instructions cmds applied, by docker's rules: config only (no
+// history entry, no layer), words expanded against the config's own
+// environment as each instruction comes, and an ENTRYPOINT that clears
+// the CMD unless a CMD came before it. img is not changed.
+func Change(img *dockerspec.DockerOCIImage, cmds []instructions.Command) (*dockerspec.DockerOCIImage, error) {
+	out := Clone(img)
+	cfg := &out.Config
+	lex := shell.NewLex('\\')
+	cmdSet := false
+	for _, cmd := range cmds {
+		if ex, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
+			env := envList(cfg.Env)
+			if err := ex.Expand(func(w string) (string, error) {
+				v, _, err := lex.ProcessWord(w, env)
+				return v, err
+			}); err != nil {
+				return nil, errors.Wrapf(err, "%s", strings.ToUpper(cmd.Name()))
+			}
+		}
+		switch c := cmd.(type) {
+		case *instructions.EnvCommand:
+			for _, e := range c.Env {
+				cfg.Env = addEnv(cfg.Env, e.Key, e.Value)
+			}
+		case *instructions.LabelCommand:
+			if cfg.Labels == nil {
+				cfg.Labels = map[string]string{}
+			}
+			for _, l := range c.Labels {
+				cfg.Labels[l.Key] = l.Value
+			}
+		case *instructions.CmdCommand:
+			cfg.Cmd = commandLine(out, c.ShellDependantCmdLine)
+			cfg.ArgsEscaped = true //nolint:staticcheck // kept for docker compatibility, as BuildKit does
+			cmdSet = true
+		case *instructions.EntrypointCommand:
+			cfg.Entrypoint = commandLine(out, c.ShellDependantCmdLine)
+			if !cmdSet {
+				cfg.Cmd = nil
+			}
+		case *instructions.ExposeCommand:
+			ports, err := parsePorts(c.Ports)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.ExposedPorts == nil {
+				cfg.ExposedPorts = map[string]struct{}{}
+			}
+			for _, p := range ports {
+				cfg.ExposedPorts[p] = struct{}{}
+			}
+		case *instructions.VolumeCommand:
+			if cfg.Volumes == nil {
+				cfg.Volumes = map[string]struct{}{}
+			}
+			for _, v := range c.Volumes {
+				if v == "" {
+					return nil, errors.New("VOLUME specified can not be an empty string")
+				}
+				cfg.Volumes[v] = struct{}{}
+			}
+		case *instructions.UserCommand:
+			cfg.User = c.User
+		case *instructions.WorkdirCommand:
+			cfg.WorkingDir = workdir(cfg.WorkingDir, c.Path)
+		case *instructions.StopSignalCommand:
+			if _, err := signal.ParseSignal(c.Signal); err != nil {
+				return nil, errors.Wrapf(err, "STOPSIGNAL %s", c.Signal)
+			}
+			cfg.StopSignal = c.Signal
+		case *instructions.HealthCheckCommand:
+			h := *c.Health
+			h.Test = slices.Clone(h.Test)
+			cfg.Healthcheck = &h
+		case *instructions.OnbuildCommand:
+			cfg.OnBuild = append(cfg.OnBuild, c.Expression)
+		default:
+			return nil, errors.Errorf("%s is not a config instruction", strings.ToUpper(cmd.Name()))
+		}
+	}
+	return out, nil
 }
 
-// Apply returns the state after one config-only instruction: the new config
-// with one history entry marked empty_layer. s is not changed. Instructions
-// must already have their build arguments expanded.
-func Apply(s State, cmd instructions.Command) (State, error) {
-	img := Clone(s.Image)
-	cfg := &img.Config
-	var createdBy string
-	switch c := cmd.(type) {
-	case *instructions.EnvCommand:
-		parts := make([]string, 0, len(c.Env))
-		for _, e := range c.Env {
-			cfg.Env = addEnv(cfg.Env, e.Key, e.Value)
-			parts = append(parts, e.String())
+// envList is a config's environment as the shell lexer reads it.
+type envList []string
+
+func (e envList) Get(key string) (string, bool) {
+	for i := len(e) - 1; i >= 0; i-- {
+		k, v, _ := strings.Cut(e[i], "=")
+		if shell.EqualEnvKeys(k, key) {
+			return v, true
 		}
-		createdBy = "ENV " + strings.Join(parts, " ")
-	case *instructions.LabelCommand:
-		if cfg.Labels == nil {
-			cfg.Labels = map[string]string{}
-		}
-		parts := make([]string, 0, len(c.Labels))
-		for _, l := range c.Labels {
-			cfg.Labels[l.Key] = l.Value
-			parts = append(parts, l.String())
-		}
-		createdBy = "LABEL " + strings.Join(parts, " ")
-	case *instructions.CmdCommand:
-		args := commandLine(img, c.ShellDependantCmdLine)
-		cfg.Cmd = args
-		cfg.ArgsEscaped = true //nolint:staticcheck // kept for docker compatibility, as BuildKit does
-		s.CmdSet = true
-		createdBy = fmt.Sprintf("CMD %q", args)
-	case *instructions.EntrypointCommand:
-		args := commandLine(img, c.ShellDependantCmdLine)
-		cfg.Entrypoint = args
-		if !s.CmdSet {
-			cfg.Cmd = nil
-		}
-		createdBy = fmt.Sprintf("ENTRYPOINT %q", args)
-	case *instructions.ExposeCommand:
-		ports, err := parsePorts(c.Ports)
-		if err != nil {
-			return s, err
-		}
-		if cfg.ExposedPorts == nil {
-			cfg.ExposedPorts = map[string]struct{}{}
-		}
-		for _, p := range ports {
-			cfg.ExposedPorts[p] = struct{}{}
-		}
-		createdBy = "EXPOSE " + strings.Join(ports, " ")
-	case *instructions.VolumeCommand:
-		if cfg.Volumes == nil {
-			cfg.Volumes = map[string]struct{}{}
-		}
-		for _, v := range c.Volumes {
-			if v == "" {
-				return s, errors.New("VOLUME specified can not be an empty string")
-			}
-			cfg.Volumes[v] = struct{}{}
-		}
-		createdBy = fmt.Sprintf("VOLUME %v", c.Volumes)
-	case *instructions.UserCommand:
-		cfg.User = c.User
-		createdBy = "USER " + c.User
-	case *instructions.WorkdirCommand:
-		cfg.WorkingDir = workdir(cfg.WorkingDir, c.Path)
-		createdBy = "WORKDIR " + cfg.WorkingDir
-	case *instructions.StopSignalCommand:
-		if _, err := signal.ParseSignal(c.Signal); err != nil {
-			return s, errors.Wrapf(err, "STOPSIGNAL %s", c.Signal)
-		}
-		cfg.StopSignal = c.Signal
-		createdBy = "STOPSIGNAL " + c.Signal
-	case *instructions.HealthCheckCommand:
-		h := *c.Health
-		h.Test = slices.Clone(h.Test)
-		cfg.Healthcheck = &h
-		createdBy = fmt.Sprintf("HEALTHCHECK %+v", h)
-	case *instructions.OnbuildCommand:
-		cfg.OnBuild = append(cfg.OnBuild, c.Expression)
-		createdBy = "ONBUILD " + c.Expression
-	case *instructions.ShellCommand:
-		cfg.Shell = slices.Clone(c.Shell)
-		createdBy = fmt.Sprintf("SHELL %v", c.Shell)
-	case *instructions.MaintainerCommand:
-		img.Author = c.Maintainer
-		createdBy = "MAINTAINER " + c.Maintainer
-	case *instructions.ArgCommand:
-		parts := make([]string, 0, len(c.Args))
-		for _, a := range c.Args {
-			if a.Value != nil {
-				parts = append(parts, a.Key+"="+*a.Value)
-			} else {
-				parts = append(parts, a.Key)
-			}
-		}
-		createdBy = "ARG " + strings.Join(parts, " ")
-	default:
-		return s, errors.Errorf("%s is not a config instruction", strings.ToUpper(cmd.Name()))
 	}
-	s.Image = AddHistory(img, Entry{CreatedBy: createdBy, Comment: HistoryComment, Created: s.Epoch, EmptyLayer: true})
-	return s, nil
+	return "", false
+}
+
+func (e envList) Keys() []string {
+	keys := make([]string, 0, len(e))
+	for _, kv := range e {
+		k, _, _ := strings.Cut(kv, "=")
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // commandLine turns a CMD/ENTRYPOINT/RUN argument into argv: the exec form as
