@@ -53,12 +53,16 @@ type CommitOpt struct {
 // image is baseImg (nil for scratch), as docker commit makes it: one layer
 // (none for an empty change set), one history entry of its own time, the
 // changes in the config only. No instruction runs: the base's ONBUILD
-// triggers stay in the config as they are and never fire. It needs no
-// daemon.
+// triggers never fire, and the config keeps only the ONBUILD lines the
+// changes add, as docker commit's does. It needs no daemon.
 func ConvertCommit(base bkllb.State, baseImg *dockerspec.DockerOCIImage, opt CommitOpt) (bkllb.State, *dockerspec.DockerOCIImage, error) {
 	var img *dockerspec.DockerOCIImage
 	if baseImg != nil {
 		img = imageconfig.Clone(baseImg)
+		// docker commit leaves the base's triggers out (moby's merge of
+		// a container's config never copies OnBuild), as a Dockerfile's
+		// FROM clears them once run: here they are cleared, not run.
+		img.Config.OnBuild = nil
 	} else {
 		img = emptyImage(opt.Platform)
 	}
