@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/mount"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/opencontainers/image-spec/identity"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -186,17 +187,30 @@ func imageTree(t *testing.T, c *containerd.Client, name, snapshotter string) map
 
 func imageConfig(t *testing.T, c *containerd.Client, img images.Image) ocispecs.Image {
 	t.Helper()
-	ctx := context.Background()
+	var cfg ocispecs.Image
+	readConfig(t, c, img, &cfg)
+	return cfg
+}
+
+// dockerImageConfig is imageConfig with docker's fields (OnBuild,
+// Healthcheck, Shell).
+func dockerImageConfig(t *testing.T, c *containerd.Client, img images.Image) dockerspec.DockerOCIImage {
+	t.Helper()
+	var cfg dockerspec.DockerOCIImage
+	readConfig(t, c, img, &cfg)
+	return cfg
+}
+
+func readConfig(t *testing.T, c *containerd.Client, img images.Image, v any) {
+	t.Helper()
 	m := imageManifest(t, c, img)
-	dt, err := content.ReadBlob(ctx, c.ContentStore(), m.Config)
+	dt, err := content.ReadBlob(context.Background(), c.ContentStore(), m.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg ocispecs.Image
-	if err := json.Unmarshal(dt, &cfg); err != nil {
+	if err := json.Unmarshal(dt, v); err != nil {
 		t.Fatal(err)
 	}
-	return cfg
 }
 
 func imageManifest(t *testing.T, c *containerd.Client, img images.Image) ocispecs.Manifest {
