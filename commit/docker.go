@@ -132,16 +132,15 @@ func resolveDocker(ctx context.Context, opt Options) (*target, *dockerspec.Docke
 	if err != nil {
 		return nil, nil, errors.Wrapf(err, "finding image %s of container %s", ct.Image, opt.Container)
 	}
-	if len(imgs) == 0 {
-		return nil, nil, errors.Errorf("image %s of docker container %s is not in containerd's namespace %s", ct.Image, opt.Container, opt.Namespace)
+	chain, err := parentChain(ctx, cc, tg.snapshotter, tg.snapshot)
+	if err != nil {
+		return nil, nil, errors.Wrapf(err, "docker container %s", opt.Container)
 	}
-	tg.image = imgs[0]
-	if tg.manifest, tg.platform, err = platformManifest(ctx, cc, tg.image.Target); err != nil {
-		return nil, nil, errors.Wrapf(err, "image %s", ct.Image)
+	b, _, err := findBase(ctx, cc, chain, imgs, "docker container "+opt.Container)
+	if err != nil {
+		return nil, nil, err
 	}
-	if _, err := cc.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
-		return nil, nil, errors.Wrapf(err, "snapshot of docker container %s in snapshotter %s", opt.Container, tg.snapshotter)
-	}
+	tg.image, tg.manifest, tg.platform = b.image, b.manifest, b.platform
 	cfg, err := dockerCommitConfig(ct.Config, opt.Changes)
 	if err != nil {
 		return nil, nil, err

@@ -86,24 +86,33 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 	if tg.snapshot == "" {
 		return nil, errors.Errorf("container %s has no snapshot", opt.Container)
 	}
-	if imageRef == "" {
-		return nil, errors.Errorf("container %s has no image: give the base image with --base", opt.Container)
-	}
-	img, err := cc.ImageService().Get(ctx, imageRef)
+	chain, err := parentChain(ctx, cc, tg.snapshotter, tg.snapshot)
 	if err != nil {
-		return nil, errors.Wrapf(err, "image %s of container %s", imageRef, opt.Container)
-	}
-	tg.image = img
-	m, p, err := platformManifest(ctx, cc, img.Target)
-	if err != nil {
-		return nil, errors.Wrapf(err, "image %s", imageRef)
-	}
-	tg.manifest, tg.platform = m, p
-	if tg.remote, err = discardedBase(ctx, cc, img, m); err != nil {
 		return nil, err
 	}
-	if _, err := cc.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
-		return nil, errors.Wrapf(err, "snapshot %s in snapshotter %s", tg.snapshot, tg.snapshotter)
+	var hints []images.Image
+	if imageRef != "" {
+		img, err := cc.ImageService().Get(ctx, imageRef)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, errors.Wrapf(err, "image %s of container %s", imageRef, opt.Container)
+		}
+		if err == nil {
+			hints = append(hints, img)
+		} else {
+			hints = append(hints, images.Image{Name: imageRef})
+		}
+	}
+	what := "container " + opt.Container
+	b, moved, err := findBase(ctx, cc, chain, hints, what)
+	if err != nil {
+		return nil, err
+	}
+	if moved && opt.Warnf != nil {
+		opt.Warnf("the name %s no longer names the image container %s was made from; committing on %s, which has its layers", imageRef, opt.Container, b.image.Name)
+	}
+	tg.image, tg.manifest, tg.platform = b.image, b.manifest, b.platform
+	if tg.remote, err = discardedBase(ctx, cc, tg.image, tg.manifest); err != nil {
+		return nil, err
 	}
 	return tg, nil
 }

@@ -2,10 +2,11 @@ package commit
 
 import (
 	"context"
-	"github.com/commit-frontend/commit-frontend/frontend"
 	"strings"
 
+	"github.com/commit-frontend/commit-frontend/frontend"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/platforms"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/session"
@@ -65,18 +66,33 @@ func CommitBuildStep(ctx context.Context, opt StepOptions) (*Result, error) {
 	if tg.snapshotter == "" {
 		tg.snapshotter = "overlayfs"
 	}
+	// The parent is checked against the layers the step's snapshot
+	// stands on, as a commit's base is; a step without a snapshot is on
+	// the parent as named.
+	var hints []images.Image
 	if opt.Parent != "" {
 		img, err := opt.Containerd.ImageService().Get(ctx, opt.Parent)
 		if err != nil {
 			return nil, errors.Wrapf(err, "parent image %s", opt.Parent)
 		}
-		if tg.manifest, tg.platform, err = platformManifest(ctx, opt.Containerd, img.Target); err != nil {
-			return nil, errors.Wrapf(err, "parent image %s", opt.Parent)
-		}
+		hints = append(hints, img)
 	}
-	if tg.snapshot != "" {
-		if _, err := opt.Containerd.SnapshotService(tg.snapshotter).Stat(ctx, tg.snapshot); err != nil {
-			return nil, errors.Wrapf(err, "snapshot %s in snapshotter %s", tg.snapshot, tg.snapshotter)
+	switch {
+	case tg.snapshot != "":
+		chain, err := parentChain(ctx, opt.Containerd, tg.snapshotter, tg.snapshot)
+		if err != nil {
+			return nil, err
+		}
+		if chain != "" || opt.Parent != "" {
+			b, _, err := findBase(ctx, opt.Containerd, chain, hints, "step snapshot "+tg.snapshot)
+			if err != nil {
+				return nil, err
+			}
+			tg.image, tg.manifest, tg.platform = b.image, b.manifest, b.platform
+		}
+	case opt.Parent != "":
+		if tg.manifest, tg.platform, err = platformManifest(ctx, opt.Containerd, hints[0].Target); err != nil {
+			return nil, errors.Wrapf(err, "parent image %s", opt.Parent)
 		}
 	}
 	createdBy := strings.Join(opt.CreatedBy, " ")

@@ -95,3 +95,51 @@ func TestCommitConfigOnly(t *testing.T) {
 		t.Errorf("the entry's time %v is not the image's %v", h.Created, cfg2.Created)
 	}
 }
+
+// TestCommitMovedTag: the container's image name was moved to another image
+// after the container was made (kubelet re-pulls :latest; `ctr images tag
+// --force`): the commit still stands on the container's own layers, found
+// by their chain ID under another name, and refuses, naming both, when no
+// image has them.
+func TestCommitMovedTag(t *testing.T) {
+	const ns = "default"
+	app := importDockerfileImage(t, ns, "moved-app", "FROM "+env.base.Ref+"\nRUN echo app > /from-app\n")
+	keep := "docker.io/library/moved-app-keep:latest"
+	ctx := context.Background()
+	if o, err := env.ctrd.Ctr(ctx, ns, "images", "tag", app, keep); err != nil {
+		t.Fatalf("%v: %s", err, o)
+	}
+	other := importDockerfileImage(t, ns, "moved-other", "FROM "+env.base.Ref+"\nRUN rm /bin/vi && echo other > /from-other\n")
+	ct := startContainerFrom(t, ns, "overlayfs", app, "moved-tag", "echo changed > /changed", true)
+	if o, err := env.ctrd.Ctr(ctx, ns, "images", "tag", "--force", other, app); err != nil {
+		t.Fatalf("%v: %s", err, o)
+	}
+	ref := "example.com/moved-tag:1"
+	r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "moved-tag", ref)...)...)
+	tree := imageTree(t, ct.c, ref, "overlayfs")
+	for _, p := range []string{"from-app", "changed", "bin/vi"} {
+		if _, ok := tree[p]; !ok {
+			t.Errorf("/%s is missing: the commit is not on the container's own layers", p)
+		}
+	}
+	if _, ok := tree["from-other"]; ok {
+		t.Error("/from-other is in the image: the commit stood on the image the name was moved to")
+	}
+	if !strings.Contains(r.stderr, "moved-app-keep") {
+		t.Errorf("stderr does not say which image the commit stood on:\n%s", r.stderr)
+	}
+
+	// No image left with the container's layers: refused, nothing landed.
+	for _, name := range []string{keep} {
+		if o, err := env.ctrd.Ctr(ctx, ns, "images", "rm", name); err != nil {
+			t.Fatalf("%v: %s", err, o)
+		}
+	}
+	bad := cfFail(t, "", append([]string{"commit"}, append(ctrArgs(ns), "moved-tag", "example.com/moved-tag:2")...)...)
+	if !strings.Contains(bad.stderr, app) || !strings.Contains(bad.stderr, "no image in the namespace has them") {
+		t.Errorf("error does not name the image and say what is missing:\n%s", bad.stderr)
+	}
+	if _, err := ct.c.ImageService().Get(ctx, "example.com/moved-tag:2"); err == nil {
+		t.Error("a refused commit left an image")
+	}
+}
