@@ -52,6 +52,9 @@ type Manifest struct {
 	// Excluded is the number of paths left out by exclude patterns (a
 	// directory left out whole counts once).
 	Excluded int `json:"excluded,omitempty"`
+	// WhiteoutNames is the number of paths left out because their names
+	// start with ".wh.", which a layer reads as deletions.
+	WhiteoutNames int `json:"whiteoutNames,omitempty"`
 }
 
 // ParseManifest reads a CHANGESET file.

@@ -272,7 +272,9 @@ func TestExclude(t *testing.T) {
 	for p, c := range map[string]string{"var/cache/apt/pkg.deb": "deb", "tmp/scratch": "s", "app/main.py": "m", "app/main.pyc": "c", "app/keep.pyc": "k"} {
 		must(t, os.WriteFile(filepath.Join(upper, p), []byte(c), 0o644))
 	}
-	patterns := []string{"var/cache", "tmp", "**/*.pyc", "!app/keep.pyc"}
+	// Container paths as users write them (absolute) and as .dockerignore
+	// has them; one pattern that matches nothing.
+	patterns := []string{"/var/cache", "tmp/", "**/*.pyc", "!/app/keep.pyc", "/root/.ssh"}
 	dir := t.TempDir()
 	w, err := Create(dir, nil)
 	must(t, err)
@@ -299,6 +301,12 @@ func TestExclude(t *testing.T) {
 	if m.Excluded == 0 {
 		t.Errorf("nothing counted as excluded")
 	}
+	if unused := w.UnusedExcludes(); len(unused) != 1 || unused[0] != "/root/.ssh" {
+		t.Errorf("unused patterns %q, want /root/.ssh alone", unused)
+	}
+	if err := (&Writer{}).Exclude([]string{"/"}); err == nil || !strings.Contains(err.Error(), `"/"`) {
+		t.Errorf("--exclude / : %v", err)
+	}
 
 	dir = t.TempDir()
 	w, err = Create(dir, nil)
@@ -313,5 +321,49 @@ func TestExclude(t *testing.T) {
 	}
 	if _, ok := byName["app/keep.pyc"]; !ok {
 		t.Errorf("upperdir: app/keep.pyc is missing")
+	}
+}
+
+// TestWhiteoutNamesSkipped: a file the container named ".wh.passwd" would
+// delete passwd in a layer: both readers leave it (and a directory so
+// named, whole) out, name it and count it.
+func TestWhiteoutNamesSkipped(t *testing.T) {
+	lower, upper := t.TempDir(), t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(lower, "etc"), 0o755))
+	must(t, os.WriteFile(filepath.Join(lower, "etc", "passwd"), []byte("root"), 0o644))
+	must(t, os.MkdirAll(filepath.Join(upper, "etc", ".wh.dir", "sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(upper, "etc", "passwd"), []byte("root"), 0o644))
+	must(t, os.WriteFile(filepath.Join(upper, "etc", ".wh.passwd"), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(upper, "etc", ".wh..wh..opq"), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(upper, "etc", "kept"), []byte("k"), 0o644))
+	for name, read := range map[string]func(w *Writer) error{
+		"upperdir": func(w *Writer) error { return FromUpperdir(context.Background(), upper, UpperOpt{}, w) },
+		"diff":     func(w *Writer) error { return FromDiff(context.Background(), lower, upper, w) },
+	} {
+		dir := t.TempDir()
+		w, err := Create(dir, nil)
+		must(t, err)
+		must(t, read(w))
+		m, err := w.Close()
+		must(t, err)
+		_, byName := entries(t, dir)
+		for p := range byName {
+			if strings.Contains(p, ".wh.") {
+				t.Errorf("%s: %s is in the change set", name, p)
+			}
+		}
+		if _, ok := byName["etc/kept"]; !ok {
+			t.Errorf("%s: etc/kept is missing", name)
+		}
+		wh, err := os.ReadFile(filepath.Join(dir, WhiteoutFile))
+		if err == nil {
+			if del, opq, _ := ParseWhiteouts(wh); len(del)+len(opq) != 0 {
+				t.Errorf("%s: removals %q %q", name, del, opq)
+			}
+		}
+		got := strings.Join(w.WhiteoutNames(), " ")
+		if m.WhiteoutNames != 3 || got != "/etc/.wh..wh..opq /etc/.wh.dir /etc/.wh.passwd" {
+			t.Errorf("%s: %d left out: %s", name, m.WhiteoutNames, got)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	archive "github.com/moby/go-archive"
 	"github.com/moby/patternmatcher"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
@@ -54,19 +55,53 @@ type Writer struct {
 	links        map[inode]string
 	buf          []byte
 	exclude      *patternmatcher.PatternMatcher
+	// patterns are the exclude patterns that leave paths out, each with
+	// a matcher of its own, to tell which excluded nothing.
+	patterns []*excludePattern
+	// whiteoutNames are the paths left out for a name a layer would read
+	// as a deletion.
+	whiteoutNames []string
 	// plan, for a streamed change set (Stream), keeps the headers instead
 	// of writing the tar.
 	plan *plan
 }
 
+// excludePattern is one pattern that leaves paths out.
+type excludePattern struct {
+	text string
+	pm   *patternmatcher.PatternMatcher
+	used bool
+}
+
 // Exclude makes the readers leave out the paths that match patterns
-// (.dockerignore syntax, on paths from the root: "var/cache", "**/*.pyc",
-// "!keep"): such a path is neither added nor removed, and counted.
+// (.dockerignore syntax on container paths, absolute or not: "/var/cache"
+// and "var/cache" are the same path; "**/*.pyc", "!keep"): such a path is
+// neither added nor removed, and counted.
 func (w *Writer) Exclude(patterns []string) error {
 	if len(patterns) == 0 {
 		return nil
 	}
-	pm, err := patternmatcher.New(patterns)
+	norm := make([]string, 0, len(patterns))
+	for _, p := range patterns {
+		body, neg := strings.CutPrefix(p, "!")
+		// Container paths are absolute; the matcher's are relative to
+		// the root, as .dockerignore's are once docker strips the "/".
+		body = strings.TrimLeft(path.Clean("/"+strings.TrimSpace(body)), "/")
+		if body == "" {
+			return errors.Errorf("--exclude %q: names the whole filesystem", p)
+		}
+		if neg {
+			body = "!" + body
+		} else {
+			pm, err := patternmatcher.New([]string{body})
+			if err != nil {
+				return errors.Wrapf(err, "--exclude %q", p)
+			}
+			w.patterns = append(w.patterns, &excludePattern{text: p, pm: pm})
+		}
+		norm = append(norm, body)
+	}
+	pm, err := patternmatcher.New(norm)
 	if err != nil {
 		return errors.Wrap(err, "--exclude")
 	}
@@ -74,15 +109,47 @@ func (w *Writer) Exclude(patterns []string) error {
 	return nil
 }
 
-// excluded tells whether rel is left out. A directory that matches is left
-// out whole unless a pattern with "!" may bring back something below it.
+// UnusedExcludes returns the exclude patterns that left nothing out.
+func (w *Writer) UnusedExcludes() []string {
+	var out []string
+	for _, p := range w.patterns {
+		if !p.used {
+			out = append(out, p.text)
+		}
+	}
+	return out
+}
+
+// WhiteoutNames returns the paths left out because their names start
+// with ".wh.": in a layer such a name is a deletion of the name after it
+// (".wh.passwd" would delete passwd), so no layer can hold it.
+func (w *Writer) WhiteoutNames() []string {
+	return w.whiteoutNames
+}
+
+// excluded tells whether rel is left out: a name a layer would read as a
+// deletion, or a path the exclude patterns match. A directory that
+// matches is left out whole unless a pattern with "!" may bring back
+// something below it.
 func (w *Writer) excluded(rel string, dir bool) (skip, descend bool) {
+	if strings.HasPrefix(path.Base(rel), archive.WhiteoutPrefix) {
+		w.whiteoutNames = append(w.whiteoutNames, "/"+rel)
+		w.m.WhiteoutNames++
+		return true, false
+	}
 	if w.exclude == nil {
 		return false, true
 	}
 	m, _ := w.exclude.MatchesOrParentMatches(rel)
 	if !m {
 		return false, true
+	}
+	for _, p := range w.patterns {
+		if !p.used {
+			if hit, _ := p.pm.MatchesOrParentMatches(rel); hit {
+				p.used = true
+			}
+		}
 	}
 	w.m.Excluded++
 	return true, dir && w.exclude.Exclusions()

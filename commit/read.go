@@ -138,6 +138,19 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 		w.Abort()
 		return nil, err
 	}
+	if j.warnf != nil {
+		names := w.WhiteoutNames()
+		for i, p := range names {
+			if i == maxNamedWarnings {
+				j.warnf("left out %d more paths whose names start with .wh.", len(names)-i)
+				break
+			}
+			j.warnf("left out %q: a name that starts with .wh. is a deletion in a layer, so no image can hold it", p)
+		}
+		for _, p := range w.UnusedExcludes() {
+			j.warnf("--exclude %q excluded nothing", p)
+		}
+	}
 	if c.m.Whiteouts > 0 {
 		if err := checkPatterns(ctx, w.Removals(), mounts, j.container); err != nil {
 			w.Abort()
@@ -179,6 +192,9 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 	c.fs = w.FS(ctx, done)
 	return c, nil
 }
+
+// maxNamedWarnings is how many left-out paths are named one by one.
+const maxNamedWarnings = 20
 
 // treeMinAverage is the average size of a changed entry below which the
 // tar crosses faster than the tree: the tree's transfer costs a request

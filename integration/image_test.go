@@ -143,3 +143,56 @@ func TestCommitMovedTag(t *testing.T) {
 		t.Error("a refused commit left an image")
 	}
 }
+
+// TestCommitWhiteoutNameAndAbsoluteExclude: a file the container named
+// /etc/.wh.passwd never deletes /etc/passwd (it is left out, named on
+// stderr, counted), `--exclude /root/.ssh` (a container path as users
+// write it) keeps the secret out, and a pattern that excludes nothing is
+// named — on both readers (overlayfs upper directory, native walking diff).
+func TestCommitWhiteoutNameAndAbsoluteExclude(t *testing.T) {
+	const ns = "default"
+	for _, sn := range []string{"overlayfs", "native"} {
+		t.Run(sn, func(t *testing.T) {
+			id := "wh-name-" + sn
+			startContainer(t, ns, sn, id, "touch /etc/.wh.passwd; mkdir -p /root/.ssh /srv; echo secret > /root/.ssh/id_ed25519; echo kept > /srv/kept", true)
+			dir := t.TempDir()
+			out, md := filepath.Join(dir, "out.tar"), filepath.Join(dir, "md.json")
+			r := cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--output", "type=oci,dest="+out, "--metadata-file", md,
+				"--exclude", "/root/.ssh", "--exclude", "/no/such/path", id)...)...)
+			img := readOCITar(t, out)
+			var all map[string]layerEntry
+			for _, l := range img.Layers {
+				for k, v := range layerEntries(t, l) {
+					if all == nil {
+						all = map[string]layerEntry{}
+					}
+					all[k] = v
+				}
+			}
+			layer := layerEntries(t, img.Layers[len(img.Layers)-1])
+			for p := range layer {
+				if strings.HasPrefix(p, "etc/.wh.") || strings.HasPrefix(p, "root/.ssh/") {
+					t.Errorf("%s is in the new layer", p)
+				}
+			}
+			if string(layer["srv/kept"].Data) != "kept\n" {
+				t.Errorf("srv/kept missing from the layer")
+			}
+			if _, ok := all["etc/passwd"]; !ok {
+				t.Error("/etc/passwd is gone from the image")
+			}
+			for _, want := range []string{`"/etc/.wh.passwd"`, `--exclude "/no/such/path" excluded nothing`} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr does not say %s:\n%s", want, r.stderr)
+				}
+			}
+			if strings.Contains(r.stderr, `"/root/.ssh" excluded nothing`) {
+				t.Errorf("an absolute pattern that excluded something is reported unused:\n%s", r.stderr)
+			}
+			m := readMetadata(t, md)
+			if m["commit-frontend.whiteout-names-skipped"] != "1" || m["commit-frontend.excluded"] != "1" {
+				t.Errorf("metadata whiteout-names-skipped=%q excluded=%q", m["commit-frontend.whiteout-names-skipped"], m["commit-frontend.excluded"])
+			}
+		})
+	}
+}

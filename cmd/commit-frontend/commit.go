@@ -198,6 +198,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		md["commit-frontend.fetched-bytes"] = strconv.FormatInt(res.Fetched, 10)
 		md["commit-frontend.sockets-skipped"] = strconv.Itoa(res.ChangeSet.Sockets)
 		md["commit-frontend.excluded"] = strconv.Itoa(res.ChangeSet.Excluded)
+		md["commit-frontend.whiteout-names-skipped"] = strconv.Itoa(res.ChangeSet.WhiteoutNames)
 		md["commit-frontend.paused"] = res.Paused.String()
 		md["commit-frontend.transfer"] = res.Transfer
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
