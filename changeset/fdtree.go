@@ -216,7 +216,7 @@ func (n *node) xattrs() (map[string]string, error) {
 			continue
 		}
 		if err != nil {
-			return nil, pkgerrors.Wrapf(err, "reading xattr %s", name)
+			return nil, pkgerrors.Wrapf(err, "reading xattr %q", name)
 		}
 		out[name] = v
 	}

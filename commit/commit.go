@@ -62,9 +62,10 @@ type Options struct {
 	Changes []string
 	// Pause pauses a running container while its filesystem is read.
 	Pause bool
-	// Compression and CompressionLevel select the new layer's compression.
+	// Compression and CompressionLevel select the new layer's compression;
+	// a nil level is the compression's default (0 is gzip's "store").
 	Compression      string
-	CompressionLevel int
+	CompressionLevel *int
 	// Outputs, when set, send the image there (buildctl's --output forms)
 	// instead of into containerd's image store.
 	Outputs []bkclient.ExportEntry
@@ -139,6 +140,9 @@ type Result struct {
 func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Containerd == nil || opt.Buildkit == nil {
 		return nil, errors.New("commit needs a containerd and a buildkitd client")
+	}
+	if strings.TrimSpace(opt.Container) == "" {
+		return nil, errors.Errorf("the container name is empty (%q): name a container by its ID, or k8s://NAMESPACE/POD[/CONTAINER]", opt.Container)
 	}
 	name, err := imageName(opt.Ref)
 	if err != nil {
@@ -232,7 +236,7 @@ type job struct {
 
 	outputs          []bkclient.ExportEntry
 	compression      string
-	compressionLevel int
+	compressionLevel *int
 	progress         string
 	warnf            func(string, ...any)
 	dockerExport     bool
@@ -413,10 +417,10 @@ func parseChanges(changes []string) ([]instructions.Command, error) {
 // checkCompression refuses, before anything is paused, a compression or a
 // level that the layer writer would refuse after the solve. The names are
 // BuildKit's.
-func checkCompression(name string, level int, outputs []bkclient.ExportEntry) error {
+func checkCompression(name string, level *int, outputs []bkclient.ExportEntry) error {
 	lvl := ""
-	if level != 0 {
-		lvl = strconv.Itoa(level)
+	if level != nil {
+		lvl = strconv.Itoa(*level)
 	}
 	if err := checkLayerCompression(name, lvl); err != nil {
 		return err

@@ -75,7 +75,7 @@ type exportOpt struct {
 	sessionStore content.Store
 	// Layer settings for every export.
 	compression      string
-	compressionLevel int
+	compressionLevel *int
 	rewriteTimestamp bool
 	// gzipLayers lets the store gzip the new layers (exporter.GzipLayers)
 	// when gzip is asked for: the caller's export is one image manifest
@@ -132,8 +132,8 @@ func (l *landing) exports(ctx context.Context, o exportOpt) (_ []bkclient.Export
 			// BuildKit's single-threaded standard-library one.
 			attrs["compression"] = "uncompressed"
 			level := -1
-			if o.compressionLevel != 0 {
-				level = o.compressionLevel
+			if o.compressionLevel != nil {
+				level = *o.compressionLevel
 			}
 			l.store.GzipLayers(level)
 		}
@@ -146,8 +146,8 @@ func (l *landing) exports(ctx context.Context, o exportOpt) (_ []bkclient.Export
 		if _, ok := e.Attrs["compression"]; !ok && o.compression != "" {
 			e.Attrs["compression"] = o.compression
 		}
-		if _, ok := e.Attrs["compression-level"]; !ok && o.compressionLevel != 0 && e.Attrs["compression"] != "uncompressed" {
-			e.Attrs["compression-level"] = strconv.Itoa(o.compressionLevel)
+		if _, ok := e.Attrs["compression-level"]; !ok && o.compressionLevel != nil && e.Attrs["compression"] != "uncompressed" {
+			e.Attrs["compression-level"] = strconv.Itoa(*o.compressionLevel)
 		}
 		if _, ok := e.Attrs["rewrite-timestamp"]; !ok && o.rewriteTimestamp {
 			e.Attrs["rewrite-timestamp"] = "true"

@@ -96,9 +96,13 @@ func resolve(ctx context.Context, opt Options) (*target, error) {
 		if err != nil && !errdefs.IsNotFound(err) {
 			return nil, errors.Wrapf(err, "image %s of container %s", imageRef, opt.Container)
 		}
-		if err == nil {
+		switch {
+		case err == nil:
 			hints = append(hints, img)
-		} else {
+		case opt.Base != "":
+			// A base the user names must be there.
+			return nil, errors.Wrapf(err, "--base %s", opt.Base)
+		default:
 			hints = append(hints, images.Image{Name: imageRef})
 		}
 	}

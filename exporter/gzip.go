@@ -70,7 +70,7 @@ func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) 
 		// containerd has it uncompressed: the image keeps that blob.
 		return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
 	}
-	if gz, ok := s.existingGzip(ctx, desc.Digest); ok {
+	if gz, ok := s.existingGzip(ctx, desc); ok {
 		// Made by an earlier commit or build of the same layer: a build
 		// whose layers come from BuildKit's cache gets the blobs it got
 		// before, not a second compression of each.
@@ -94,30 +94,62 @@ func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) 
 	return s.writeOrFetch(ctx, gw, desc)
 }
 
-// existingGzip finds a gzip blob in containerd labelled as the compressed
-// form of the uncompressed blob dgst. An explicit level is not looked up:
-// the blob found may have been made at another.
-func (s *leasedStore) existingGzip(ctx context.Context, dgst digest.Digest) (ocispecs.Descriptor, bool) {
-	if s.gzip.level != -1 {
-		return ocispecs.Descriptor{}, false
+// gzipLevelLabel records on each gzip blob the store writes the level it
+// was written at, so that a blob is reused only for a layer asked at the
+// same level.
+const gzipLevelLabel = "commit-frontend.gzip-level"
+
+// levelLabel is the label value of level: gzip's default is level 6.
+func levelLabel(level int) string {
+	if level == pgzip.DefaultCompression {
+		level = 6
 	}
-	var found ocispecs.Descriptor
-	errFound := errors.New("found")
-	err := s.Store.Walk(ctx, func(info content.Info) error {
-		d := ocispecs.Descriptor{Digest: info.Digest, Size: info.Size}
-		ra, err := s.Store.ReaderAt(ctx, d)
-		if err != nil {
-			return nil
-		}
-		defer ra.Close()
-		magic := make([]byte, 2)
-		if n, _ := ra.ReadAt(magic, 0); n == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-			found = d
-			return errFound
-		}
+	return strconv.Itoa(level)
+}
+
+// existingGzip finds a gzip blob in containerd that an earlier commit or
+// build wrote for the uncompressed blob desc at the same level, checks that
+// it is what it says — it decompresses to desc's digest and size; a label
+// is only a claim — and adds it to the commit's lease before the manifest
+// names it.
+func (s *leasedStore) existingGzip(ctx context.Context, desc ocispecs.Descriptor) (ocispecs.Descriptor, bool) {
+	var candidates []ocispecs.Descriptor
+	_ = s.Store.Walk(ctx, func(info content.Info) error {
+		candidates = append(candidates, ocispecs.Descriptor{Digest: info.Digest, Size: info.Size})
 		return nil
-	}, `labels."containerd.io/uncompressed"==`+dgst.String())
-	return found, errors.Is(err, errFound)
+	}, `labels."containerd.io/uncompressed"==`+desc.Digest.String()+`,labels."`+gzipLevelLabel+`"==`+levelLabel(s.gzip.level))
+	for _, gz := range candidates {
+		if !s.gunzipsTo(ctx, gz, desc) {
+			continue
+		}
+		// A writer for a blob that exists puts it in the context's lease.
+		w, err := s.Store.Writer(ctx, content.WithRef("commit-frontend-lease-"+gz.Digest.Encoded()), content.WithDescriptor(gz))
+		if err == nil {
+			w.Close()
+			continue // gone meanwhile
+		}
+		if errdefs.IsAlreadyExists(err) {
+			return gz, true
+		}
+	}
+	return ocispecs.Descriptor{}, false
+}
+
+// gunzipsTo reports whether the blob gz decompresses to the blob want.
+func (s *leasedStore) gunzipsTo(ctx context.Context, gz, want ocispecs.Descriptor) bool {
+	ra, err := s.Store.ReaderAt(ctx, gz)
+	if err != nil {
+		return false
+	}
+	defer ra.Close()
+	zr, err := pgzip.NewReader(content.NewReader(ra))
+	if err != nil {
+		return false
+	}
+	defer zr.Close()
+	d := want.Digest.Algorithm().Digester()
+	n, err := io.Copy(d.Hash(), io.LimitReader(zr, want.Size+1))
+	return err == nil && n == want.Size && d.Digest() == want.Digest
 }
 
 // gzipMediaType is the gzip media type of an uncompressed layer's, "" for
@@ -218,6 +250,7 @@ func (w *gzipWriter) Commit(ctx context.Context, size int64, expected digest.Dig
 		labels = map[string]string{}
 	}
 	labels["containerd.io/uncompressed"] = w.desc.Digest.String()
+	labels[gzipLevelLabel] = levelLabel(w.layer.level)
 	// containerd's answer to a status request carries the digest of what
 	// it holds: no second hash of the gzip blob here.
 	st, err := w.dst.Status()

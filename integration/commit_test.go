@@ -169,6 +169,8 @@ func TestCommitBadInput(t *testing.T) {
 		want string
 	}{
 		{"unknown container", []string{"nosuch"}, "no such container: nosuch"},
+		{"empty container name", []string{""}, "the container name is empty"},
+		{"blank container name", []string{" \t"}, "the container name is empty"},
 		{"RUN in --change", []string{"-c", "RUN rm -rf /", "bad-input", "example.com/bad:1"}, "RUN is not supported by --change"},
 		{"FROM in --change", []string{"-c", "ENV A=1", "-c", "FROM scratch", "bad-input", "example.com/bad:1"}, "--change 2"},
 		{"bad reference", []string{"bad-input", "Not A Ref"}, "invalid reference"},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -178,5 +179,70 @@ func TestBuildGzipInStore(t *testing.T) {
 	out2, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", "example.com/gzip-build:1", "gzip-build-run", "sh", "-c", "wc -l < /text; cat /small")
 	if err != nil || strings.TrimSpace(out2) != "40000\nsmall" {
 		t.Errorf("running the image: %q, %v", out2, err)
+	}
+}
+
+// TestCommitGzipReuseVerified: a gzip blob in containerd that claims to be
+// the layer (the uncompressed label, the level label, gzip magic) but holds
+// other bytes is never reused: the commit writes the layer's own blob.
+func TestCommitGzipReuseVerified(t *testing.T) {
+	const ns = "default"
+	const id = "gzip-planted"
+	ct := startContainer(t, ns, "overlayfs", id, "echo mine > /mine", true)
+	c := ct.c
+	ctx, done, err := c.WithLease(context.Background(), leases.WithRandomID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(context.WithoutCancel(ctx))
+	ref := "example.com/gzip-planted:1"
+	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), id, ref)...)
+	img, err := c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := imageManifest(t, c, img).Layers
+	diffIDs := imageConfig(t, c, img).RootFS.DiffIDs
+	diffID := diffIDs[len(diffIDs)-1]
+	if err := c.ImageService().Delete(ctx, ref, images.SynchronousDelete()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ContentStore().Info(ctx, first[len(first)-1].Digest); err == nil {
+		t.Fatalf("the first commit's blob outlived its image")
+	}
+
+	// Another layer's gzip, labelled as this one's.
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(bytes.Repeat([]byte("not the layer\n"), 100)); err != nil {
+		t.Fatal(err)
+	}
+	zw.Close()
+	planted := ocispecs.Descriptor{Digest: digest.FromBytes(buf.Bytes()), Size: int64(buf.Len())}
+	if err := content.WriteBlob(ctx, c.ContentStore(), "planted", bytes.NewReader(buf.Bytes()), planted,
+		content.WithLabels(map[string]string{"containerd.io/uncompressed": diffID.String(), "commit-frontend.gzip-level": "6"})); err != nil {
+		t.Fatal(err)
+	}
+	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), id, ref)...)
+	img, err = c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := imageManifest(t, c, img)
+	top := m.Layers[len(m.Layers)-1]
+	if top.Digest == planted.Digest {
+		t.Fatalf("the planted blob %s became the layer", planted.Digest)
+	}
+	blob, err := content.ReadBlob(ctx, c.ContentStore(), top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := io.ReadAll(zr)
+	if err != nil || digest.FromBytes(layer) != diffID {
+		t.Errorf("the layer blob decompresses to %s (%v), want %s", digest.FromBytes(layer), err, diffID)
 	}
 }

@@ -196,3 +196,51 @@ func TestCommitWhiteoutNameAndAbsoluteExclude(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitCompressionLevelZero: --compression-level 0 is gzip's "store",
+// honoured both when the layer is gzipped on its way into containerd and
+// when BuildKit writes an --output; not the default level.
+func TestCommitCompressionLevelZero(t *testing.T) {
+	const ns = "default"
+	id := "level-zero"
+	ct := startContainer(t, ns, "overlayfs", id, "dd if=/dev/zero of=/zeros bs=1M count=2 2>/dev/null", true)
+	ref := "example.com/level-zero:1"
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--compression-level", "0", id, ref)...)...)
+	m := imageManifest(t, ct.c, storedImage(t, ct, ref))
+	if l := m.Layers[len(m.Layers)-1]; !strings.Contains(l.MediaType, "gzip") || l.Size < 2<<20 {
+		t.Errorf("layer %s of %d bytes: want gzip that stores 2 MiB of zeros as they are", l.MediaType, l.Size)
+	}
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), id, ref)...)...)
+	m = imageManifest(t, ct.c, storedImage(t, ct, ref))
+	if l := m.Layers[len(m.Layers)-1]; l.Size > 1<<20 {
+		t.Errorf("default level: layer of %d bytes", l.Size)
+	}
+	out := filepath.Join(t.TempDir(), "out.tar")
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--compression-level", "0", "--output", "type=oci,dest="+out, id)...)...)
+	img := readOCITar(t, out)
+	if l := img.Manifest.Layers[len(img.Manifest.Layers)-1]; l.Size < 2<<20 {
+		t.Errorf("--output: layer of %d bytes, want 2 MiB of zeros stored", l.Size)
+	}
+}
+
+// TestHistoryEscapes: what a container's command, an author or a message
+// holds reaches the terminal escaped, each entry on its own line, in
+// `commit-frontend history` as in errors.
+func TestHistoryEscapes(t *testing.T) {
+	const ns = "default"
+	id := "history-escapes"
+	startContainer(t, ns, "overlayfs", id, "echo '\x1b]0;owned\x07' > /x #\x1b[2J", true)
+	ref := "example.com/history-escapes:1"
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "-a", "evil\x1b[31m", "-m", "line one\nFORGED\tline", id, ref)...)...)
+	r := cf(t, "", append([]string{"history"}, append(ctrArgs(ns), ref)...)...)
+	if strings.ContainsAny(r.stdout, "\x1b\x07") {
+		t.Errorf("raw control characters in history: %q", r.stdout)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if strings.HasPrefix(strings.TrimSpace(lines[len(lines)-1]), "FORGED") || !strings.Contains(r.stdout, `line one\nFORGED\tline`) || !strings.Contains(r.stdout, `evil\x1b[31m`) {
+		t.Errorf("history:\n%s", r.stdout)
+	}
+	if len(lines) != 1+len(baseImage(t).Config.History)+1 {
+		t.Errorf("%d lines, want a header and one per entry:\n%s", len(lines), r.stdout)
+	}
+}

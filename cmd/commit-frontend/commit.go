@@ -119,6 +119,12 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	if err != nil {
 		return errors.Wrap(err, "--output")
 	}
+	// A level given is honoured, 0 too (gzip's "store"); none given is
+	// the compression's default.
+	var level *int
+	if cmd.Flags().Changed("compression-level") {
+		level = &f.compressionLevel
+	}
 	var dc *dockerclient.Client
 	if f.docker {
 		if dc, err = dockerClient(); err != nil {
@@ -170,7 +176,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		Changes:          f.changes,
 		Pause:            f.pause,
 		Compression:      f.compression,
-		CompressionLevel: f.compressionLevel,
+		CompressionLevel: level,
 		Outputs:          outputs,
 		Progress:         f.progress,
 		Docker:           dc,

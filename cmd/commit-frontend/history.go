@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -66,11 +65,14 @@ func newHistoryCommand() *cobra.Command {
 				if h.Created != nil {
 					created = h.Created.UTC().Format(time.RFC3339)
 				}
-				by := strings.ReplaceAll(h.CreatedBy, "\n", " ")
+				// Whatever a container's command, its author or a
+				// message holds reaches the terminal escaped, one line
+				// and one column each.
+				by := []rune(oneLine(h.CreatedBy))
 				if !noTrunc && len(by) > 60 {
-					by = by[:57] + "..."
+					by = append(by[:57], []rune("...")...)
 				}
-				rows = append(rows, fmt.Sprintf("%s\t%s\t%s\t%s\t%s", created, by, size, h.Author, h.Comment))
+				rows = append(rows, fmt.Sprintf("%s\t%s\t%s\t%s\t%s", created, string(by), size, oneLine(h.Author), oneLine(h.Comment)))
 			}
 			for i := len(rows) - 1; i >= 0; i-- {
 				fmt.Fprintln(w, rows[i])

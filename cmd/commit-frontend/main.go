@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/moby/buildkit/frontend/gateway/grpcclient"
@@ -47,12 +48,15 @@ func printError(w io.Writer, err error) {
 	srcs := errdefs.Sources(err)
 	prefix := ""
 	if len(srcs) > 0 && srcs[0].Info != nil && len(srcs[0].Ranges) > 0 {
-		prefix = fmt.Sprintf("%s:%d: ", srcs[0].Info.Filename, srcs[0].Ranges[0].Start.Line)
+		prefix = fmt.Sprintf("%s:%d: ", oneLine(srcs[0].Info.Filename), srcs[0].Ranges[0].Start.Line)
 	}
 	fmt.Fprintf(w, "commit-frontend: %s%s\n", prefix, printable(err.Error()))
+	// The source lines come from buildkitd: escaped like the rest.
+	var b strings.Builder
 	for _, s := range srcs {
-		_ = s.Print(w)
+		_ = s.Print(&b)
 	}
+	fmt.Fprint(w, printable(b.String()))
 }
 
 // exitCode is 130 for a run ended by a signal, as shells report SIGINT.

@@ -33,14 +33,28 @@ func signalContext() context.Context {
 // than newline and tab, and bytes that are not UTF-8. Names from a
 // container reach messages, and a container chooses its names.
 func printable(s string) string {
+	return escape(s, false)
+}
+
+// oneLine is printable with line breaks and tabs escaped too: text that
+// must stay on its line (a table cell, a file name in a message).
+func oneLine(s string) string {
+	return escape(s, true)
+}
+
+func escape(s string, oneLine bool) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size <= 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\n' || r == '\t':
+		case (r == '\n' || r == '\t') && !oneLine:
 			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
 			fmt.Fprintf(&b, `\x%02x`, r)
 		default:
