@@ -2,6 +2,9 @@ package exporter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -14,22 +17,38 @@ import (
 
 // confinedStore is the view of a containerd content store that buildkitd
 // gets through the session: it reads the blobs it was given and those it
-// wrote, and writes under the commit's lease. It cannot read, relabel,
-// delete or list anything else of the namespace, nor touch other ingests.
+// wrote, labels only what it wrote, and writes under the commit's lease.
+// It cannot read, relabel, delete or list anything else of the namespace.
+// Its ingests live under a prefix of its own, so it can neither see, nor
+// resume, nor abort another client's.
 type confinedStore struct {
 	s content.Store
+	// prefix starts the name of every ingest buildkitd opens.
+	prefix string
 
 	mu       sync.Mutex
 	readable map[digest.Digest]bool
-	written  map[digest.Digest]bool
-	refs     map[string]bool
+	// written are the blobs buildkitd committed in this session: it may
+	// read and label them.
+	written map[digest.Digest]bool
+	// sent are the blobs whose every byte buildkitd sent in this session
+	// but that were in the store already when it committed: it may read
+	// them (it holds those bytes), not label them (others' labels).
+	sent map[digest.Digest]bool
 }
 
 // Confine returns the view of s to hand to buildkitd: the blobs reachable
 // from each of roots (a manifest and its config and layers) are readable,
 // and so is what buildkitd writes through it; nothing else is.
 func Confine(ctx context.Context, s content.Store, roots ...ocispecs.Descriptor) (content.Store, error) {
-	c := &confinedStore{s: s, readable: map[digest.Digest]bool{}, written: map[digest.Digest]bool{}, refs: map[string]bool{}}
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	c := &confinedStore{
+		s: s, prefix: "commit-frontend-session-" + hex.EncodeToString(id[:]) + "-",
+		readable: map[digest.Digest]bool{}, written: map[digest.Digest]bool{}, sent: map[digest.Digest]bool{},
+	}
 	collect := images.HandlerFunc(func(ctx context.Context, desc ocispecs.Descriptor) ([]ocispecs.Descriptor, error) {
 		c.readable[desc.Digest] = true
 		return nil, nil
@@ -45,19 +64,13 @@ func Confine(ctx context.Context, s content.Store, roots ...ocispecs.Descriptor)
 func (c *confinedStore) may(d digest.Digest) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.readable[d] || c.written[d]
+	return c.readable[d] || c.written[d] || c.sent[d]
 }
 
 func (c *confinedStore) wrote(d digest.Digest) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.written[d]
-}
-
-func (c *confinedStore) ownRef(ref string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.refs[ref]
 }
 
 func notFound(d digest.Digest) error {
@@ -103,10 +116,9 @@ func (c *confinedStore) Delete(ctx context.Context, d digest.Digest) error {
 }
 
 func (c *confinedStore) Status(ctx context.Context, ref string) (content.Status, error) {
-	if !c.ownRef(ref) {
-		return content.Status{}, errors.Wrapf(errdefs.ErrNotFound, "ingest %s", ref)
-	}
-	return c.s.Status(ctx, ref)
+	st, err := c.s.Status(ctx, c.prefix+ref)
+	st.Ref = strings.TrimPrefix(st.Ref, c.prefix)
+	return st, err
 }
 
 func (c *confinedStore) ListStatuses(ctx context.Context, filters ...string) ([]content.Status, error) {
@@ -116,7 +128,8 @@ func (c *confinedStore) ListStatuses(ctx context.Context, filters ...string) ([]
 	}
 	var out []content.Status
 	for _, st := range all {
-		if c.ownRef(st.Ref) {
+		if ref, ok := strings.CutPrefix(st.Ref, c.prefix); ok {
+			st.Ref = ref
 			out = append(out, st)
 		}
 	}
@@ -124,10 +137,7 @@ func (c *confinedStore) ListStatuses(ctx context.Context, filters ...string) ([]
 }
 
 func (c *confinedStore) Abort(ctx context.Context, ref string) error {
-	if !c.ownRef(ref) {
-		return denied("aborting ingest " + ref)
-	}
-	return c.s.Abort(ctx, ref)
+	return c.s.Abort(ctx, c.prefix+ref)
 }
 
 func (c *confinedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (content.Writer, error) {
@@ -137,28 +147,29 @@ func (c *confinedStore) Writer(ctx context.Context, opts ...content.WriterOpt) (
 			return nil, err
 		}
 	}
-	c.mu.Lock()
-	if wo.Ref != "" {
-		c.refs[wo.Ref] = true
+	if wo.Ref == "" {
+		return nil, errors.Wrap(errdefs.ErrInvalidArgument, "an ingest needs a ref")
 	}
-	c.mu.Unlock()
-	w, err := c.s.Writer(ctx, opts...)
+	// A blob that is there already answers AlreadyExists and becomes
+	// neither readable nor labelable: the answer tells only that it
+	// exists.
+	w, err := c.s.Writer(ctx, append(opts, content.WithRef(c.prefix+wo.Ref))...)
 	if err != nil {
-		if errdefs.IsAlreadyExists(err) && wo.Desc.Digest != "" {
-			// Buildkitd made it, or it was there: it may read it.
-			c.mu.Lock()
-			c.written[wo.Desc.Digest] = true
-			c.mu.Unlock()
-		}
 		return nil, err
 	}
 	return &confinedWriter{Writer: w, c: c}, nil
 }
 
-// confinedWriter records what it commits as written.
+// confinedWriter records what it commits.
 type confinedWriter struct {
 	content.Writer
 	c *confinedStore
+}
+
+func (w *confinedWriter) Status() (content.Status, error) {
+	st, err := w.Writer.Status()
+	st.Ref = strings.TrimPrefix(st.Ref, w.c.prefix)
+	return st, err
 }
 
 func (w *confinedWriter) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
@@ -169,7 +180,11 @@ func (w *confinedWriter) Commit(ctx context.Context, size int64, expected digest
 			d = w.Writer.Digest()
 		}
 		w.c.mu.Lock()
-		w.c.written[d] = true
+		if err == nil {
+			w.c.written[d] = true
+		} else {
+			w.c.sent[d] = true
+		}
 		w.c.mu.Unlock()
 	}
 	return err

@@ -637,6 +637,59 @@ func TestSessionStoreConfined(t *testing.T) {
 	if _, err := c.ContentStore().Info(ctx, otherDesc.Digest); err != nil {
 		t.Errorf("the other blob is gone: %v", err)
 	}
+
+	// A writer for another image's blob answers that it exists, and no
+	// more: it becomes neither readable nor labelable.
+	if _, err := s.Writer(ctx, content.WithRef("probe"), content.WithDescriptor(otherDesc)); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("a writer for an existing blob: %v", err)
+	}
+	if _, err := s.Info(ctx, otherDesc.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("after AlreadyExists, another blob is visible: %v", err)
+	}
+	if _, err := s.ReaderAt(ctx, otherDesc); !errdefs.IsNotFound(err) {
+		t.Errorf("after AlreadyExists, another blob is readable: %v", err)
+	}
+	if _, err := s.Update(ctx, content.Info{Digest: otherDesc.Digest, Labels: map[string]string{"containerd.io/gc.ref.content.0": ""}}, "labels.containerd.io/gc.ref.content.0"); !errdefs.IsPermissionDenied(err) {
+		t.Errorf("after AlreadyExists, another blob can be relabelled: %v", err)
+	}
+
+	// Another client's ingest in progress (a pull) is out of reach: not
+	// listed, no status, not aborted, not resumed under its ref.
+	const pullRef = "pull-in-progress"
+	pw, err := c.ContentStore().Writer(ctx, content.WithRef(pullRef))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	if _, err := pw.Write([]byte("half a layer")); err != nil {
+		t.Fatal(err)
+	}
+	// An ingest of the same name through the session is its own.
+	if sw, err := s.Writer(ctx, content.WithRef(pullRef)); err != nil {
+		t.Errorf("an ingest of the same name through the session: %v", err)
+	} else {
+		if st, _ := sw.Status(); st.Offset != 0 || st.Ref != pullRef {
+			t.Errorf("the session's ingest resumed another client's: %+v", st)
+		}
+		sw.Close()
+	}
+	half := int64(len("half a layer"))
+	if st, err := s.Status(ctx, pullRef); err == nil && st.Offset == half {
+		t.Errorf("another client's ingest has a status through the session: %+v", st)
+	}
+	sts, err := s.ListStatuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		if st.Offset == half {
+			t.Errorf("another client's ingest is listed through the session: %+v", st)
+		}
+	}
+	_ = s.Abort(ctx, pullRef)
+	if st, err := c.ContentStore().Status(ctx, pullRef); err != nil || st.Offset != half {
+		t.Errorf("another client's ingest after an abort through the session: %+v %v", st, err)
+	}
 }
 
 // TestFaultContainerdRestartWhilePaused: containerd going away while the
