@@ -283,7 +283,7 @@ func TestCommitContainerdWorkerSameNamespace(t *testing.T) {
 		t.Errorf("layers %v, want the base's and one more", m.Layers)
 	}
 	cfg := imageConfig(t, c, img)
-	if h := cfg.History[len(cfg.History)-2]; h.EmptyLayer || h.Comment != "in place" {
+	if h := cfg.History[len(cfg.History)-1]; h.EmptyLayer || h.Comment != "in place" {
 		t.Errorf("commit history entry: %+v", h)
 	}
 	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, ref, "overlayfs"))
