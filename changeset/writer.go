@@ -61,6 +61,9 @@ type Writer struct {
 	// whiteoutNames are the paths left out for a name a layer would read
 	// as a deletion.
 	whiteoutNames []string
+	// exactLinkTimes leaves hard-linked files' mtimes as they are
+	// (ExactLinkTimes).
+	exactLinkTimes bool
 	// plan, for a streamed change set (Stream), keeps the headers instead
 	// of writing the tar.
 	plan *plan
@@ -107,6 +110,16 @@ func (w *Writer) Exclude(patterns []string) error {
 	}
 	w.exclude = pm
 	return nil
+}
+
+// ExactLinkTimes keeps the mtimes of hard-linked files as they are, for a
+// layer the walking differ computes: it sees a base file that gained a link
+// as unchanged and writes it as a link to the new name, as docker commit
+// does. Without it every name of a hard-linked file gets one nanosecond
+// more, so that BuildKit's overlay differ, which does not look at links,
+// keeps a link to a base file at all.
+func (w *Writer) ExactLinkTimes() {
+	w.exactLinkTimes = true
 }
 
 // UnusedExcludes returns the exclude patterns that left nothing out.
@@ -306,7 +319,9 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 		// (extracting a link sets the mtime again) makes the differ see
 		// it; the layer writer keeps mtimes to the second, so the image
 		// does not.
-		h.ModTime = h.ModTime.Add(time.Nanosecond)
+		if !w.exactLinkTimes {
+			h.ModTime = h.ModTime.Add(time.Nanosecond)
+		}
 		h.Format = tar.FormatPAX
 		if first, ok := w.links[key]; ok {
 			h.Typeflag = tar.TypeLink

@@ -170,9 +170,10 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		if tg, cfg, err = resolveDocker(ctx, opt); err != nil {
 			return nil, err
 		}
-		// The changes are in the config already: docker writes one
-		// history entry for the commit, not one per change.
+		// The changes are in the config already. The layer is computed
+		// by the walking differ, docker commit's.
 		fo.Changes, fo.ImageConfig = nil, cfg
+		fo.LayerDiffer = frontend.DifferWalking
 	} else if tg, err = resolve(ctx, opt); err != nil {
 		return nil, err
 	}
@@ -209,6 +210,7 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
 		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
 		exclude: opt.Exclude, rewriteTimestamp: opt.RewriteTimestamp, squashRoot: squashRoot,
+		dockerLayer: opt.Docker != nil,
 	}
 	return j.run(ctx)
 }
@@ -245,10 +247,25 @@ type job struct {
 	rewriteTimestamp bool
 	// squashRoot is the manifest of the --squash-since image.
 	squashRoot ocispecs.Descriptor
+	// dockerLayer makes the layer docker commit makes (hard links to
+	// base files written as docker writes them).
+	dockerLayer bool
 }
 
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	cc, tg := j.cc, j.target
+	// What the solve leaves in BuildKit's cache that is the commit's own
+	// goes when the commit ends, on every path.
+	start := time.Now()
+	if before, err := cacheRecords(ctx, j.bk); err == nil {
+		defer func() {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := pruneCommitRecords(pctx, j.bk, before, start, j.dockerExport); err != nil && j.warnf != nil {
+				j.warnf("removing the commit's records from BuildKit's cache: %v", err)
+			}
+		}()
+	}
 	// Everything written from here on is held by a lease until the image
 	// record references it; the lease ends with the commit, on every path.
 	l, err := newLanding(ctx, cc, j.ns, j.bk)

@@ -121,6 +121,9 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 			return nil, err
 		}
 	}
+	if j.dockerLayer {
+		w.ExactLinkTimes()
+	}
 	if err := w.Exclude(j.exclude); err != nil {
 		w.Abort()
 		return nil, err

@@ -47,6 +47,9 @@ type CommitOpt struct {
 	Epoch *time.Time
 	// Constraints apply to the COMMIT's ops.
 	Constraints []bkllb.ConstraintsOpt
+	// WalkingDiffer has the layer computed by the worker's walking
+	// differ, as docker commit computes it (cfllb.WalkingDiffer).
+	WalkingDiffer bool
 }
 
 // ConvertCommit returns the state and image a commit makes of base, whose
@@ -73,8 +76,11 @@ func ConvertCommit(base bkllb.State, baseImg *dockerspec.DockerOCIImage, opt Com
 	st, layer := base, false
 	if opt.Source != nil {
 		st, layer = cfllb.Apply(base, opt.Source, opt.Constraints...)
-		if opt.Squash != nil {
+		switch {
+		case opt.Squash != nil:
 			st, layer = cfllb.Squashed(st, opt.Squash, opt.Constraints...), true
+		case opt.WalkingDiffer && layer:
+			st = cfllb.WalkingDiffer(base, st, opt.Constraints...)
 		}
 	}
 	if opt.Source != nil || opt.CreatedBy != "" {
@@ -192,6 +198,7 @@ func (cs *contexts) convertOptions(ctx context.Context, o *Options, changes []in
 	opt := CommitOpt{
 		Platform: p, CreatedBy: o.CreatedBy, Author: o.Author, Message: o.Message,
 		ImageConfig: o.ImageConfig, Changes: changes, Labels: cs.bc.Labels, Epoch: epoch,
+		WalkingDiffer: o.LayerDiffer == DifferWalking,
 	}
 	noCache := cs.bc.IsNoCache("")
 	if noCache {

@@ -53,11 +53,17 @@ const (
 	KeyBuildArgPrefix = "build-arg:"
 	// KeyProvenance asks BuildKit for a provenance attestation.
 	KeyProvenance = "attest:provenance"
+	// KeyLayerDiffer, DifferWalking, has an options-only COMMIT's layer
+	// computed by the worker's walking differ (containerd's, as docker
+	// commit computes it) instead of BuildKit's overlay differ.
+	KeyLayerDiffer = "layer-differ"
 
 	// DefaultFilename is the Commitfile read when no filename is given.
 	DefaultFilename = "Commitfile"
 	// SquashScratch as KeySquashSince squashes the whole filesystem.
 	SquashScratch = "scratch"
+	// DifferWalking is the KeyLayerDiffer value for the walking differ.
+	DifferWalking = "walking"
 )
 
 // Options are the frontend's options, decoded.
@@ -89,6 +95,9 @@ type Options struct {
 	BuildArgs map[string]string
 	// Provenance is BuildKit's provenance attestation setting (mode=min|max).
 	Provenance string
+	// LayerDiffer is DifferWalking for the walking differ, "" for BuildKit's
+	// choice.
+	LayerDiffer string
 }
 
 // ParseOptions decodes the options the frontend reads from m; other keys
@@ -105,6 +114,10 @@ func ParseOptions(m map[string]string) (*Options, error) {
 		SquashSinceName: m[KeySquashSinceName],
 		Platform:        m[KeyPlatform],
 		Provenance:      m[KeyProvenance],
+		LayerDiffer:     m[KeyLayerDiffer],
+	}
+	if o.LayerDiffer != "" && o.LayerDiffer != DifferWalking {
+		return nil, errors.Errorf("option %s=%q: want %s", KeyLayerDiffer, o.LayerDiffer, DifferWalking)
 	}
 	if v, ok := m[KeyCommitTree]; ok {
 		b, err := strconv.ParseBool(v)
@@ -161,6 +174,7 @@ func (o *Options) Attrs() (map[string]string, error) {
 		m[KeyImageConfig] = string(dt)
 	}
 	set(KeyProvenance, o.Provenance)
+	set(KeyLayerDiffer, o.LayerDiffer)
 	if o.CommitTree {
 		m[KeyCommitTree] = "true"
 	}

@@ -18,7 +18,7 @@ func TestOptionsRoundTrip(t *testing.T) {
 		{Base: "base", Commit: "rootfs", CommitTree: true, Changes: []string{"USER nobody", `CMD ["sh"]`}, Author: "Jane <j@example.com>", Message: "a\nmultiline message",
 			CreatedBy: "/bin/sh -c make", SquashSince: "squash-base", SquashSinceName: "busybox:latest", Platform: "linux/arm/v7",
 			Contexts:  map[string]string{"base": "oci-layout://store@sha256:0000", "squash-base": "docker-image://busybox"},
-			BuildArgs: map[string]string{"SOURCE_DATE_EPOCH": "1000000000"}, Provenance: "mode=max"},
+			BuildArgs: map[string]string{"SOURCE_DATE_EPOCH": "1000000000"}, Provenance: "mode=max", LayerDiffer: DifferWalking},
 		{Filename: "Commitfile.prod", CreatedBy: "step", ImageConfig: cfg},
 	} {
 		attrs, err := o.Attrs()

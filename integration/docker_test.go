@@ -523,3 +523,67 @@ func TestDockerCommitTree(t *testing.T) {
 		t.Errorf("docker run of the commit: %q", out)
 	}
 }
+
+// TestDockerCommitHardLinksToBase: a container that adds a user (a base
+// file changed, then linked) and hard-links new names to unchanged files of
+// its image gets, from commit
+// --docker, the very layer docker commit writes (docker writes the new
+// name with the bytes and the base's name as a link to it), through either
+// transfer; and the commits leave nothing in docker's build cache.
+func TestDockerCommitHardLinksToBase(t *testing.T) {
+	name := "docker-links-to-base"
+	dockerRun(t, name, nil, "set -e; echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd; mkdir -p /home/app; chown 1000:1000 /home/app; "+
+		"ln /etc/group /aa-link; ln /etc/passwd /etc/zz-link; mkdir -p /usr/local/bin; ln /bin/busybox /usr/local/bin/bb; "+
+		"echo new > /new; ln /new /new2; touch /ready; exec sleep 3600")
+	docker(t, "commit", name, "example.com/links-theirs:1")
+	theirs := dockerImage(t, "example.com/links-theirs:1").RootFS.DiffIDs
+	before := dockerBuildCache(t)
+	for _, transfer := range []string{"tar", "tree"} {
+		t.Run(transfer, func(t *testing.T) {
+			t.Setenv("COMMIT_FRONTEND_TRANSFER", transfer)
+			ref := "example.com/links-ours-" + transfer + ":1"
+			if r := cfDocker(t, name, ref); r.err != nil {
+				t.Fatalf("commit --docker: %v\n%s", r.err, r.stderr)
+			}
+			ours := dockerImage(t, ref).RootFS.DiffIDs
+			if !reflect.DeepEqual(ours, theirs) {
+				t.Errorf("diff IDs %v, docker commit's %v", ours, theirs)
+				o, d := layerSummaries(t, ref), layerSummaries(t, "example.com/links-theirs:1")
+				t.Errorf("new layer:\nours   %q\ndocker %q", o[len(o)-1], d[len(d)-1])
+			}
+			if out := docker(t, "run", "--rm", "--network", "none", ref, "sh", "-c", "stat -c %h /etc/passwd /etc/group /new; id app"); !strings.HasPrefix(out, "2\n2\n2\nuid=1000") {
+				t.Errorf("the image's links and user: %q", out)
+			}
+		})
+	}
+	for id, desc := range dockerBuildCache(t) {
+		if _, ok := before[id]; !ok {
+			t.Errorf("the commits left record %s (%s) in docker's build cache", id, desc)
+		}
+	}
+}
+
+// dockerBuildCache lists the records of docker's build cache (ID →
+// description), as `docker system df -v` counts them.
+func dockerBuildCache(t *testing.T) map[string]string {
+	t.Helper()
+	dc, err := dockerclient.New(dockerclient.WithHost(dockerd(t).Host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	bk, err := commit.DockerBuildkit(context.Background(), dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bk.Close()
+	du, err := bk.DiskUsage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, u := range du {
+		out[u.ID] = string(u.RecordType) + " " + u.Description
+	}
+	return out
+}

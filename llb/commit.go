@@ -126,3 +126,17 @@ func Apply(st bkllb.State, src *CommitSource, opts ...bkllb.ConstraintsOpt) (bkl
 		return bkllb.Merge([]bkllb.State{st, bkllb.Diff(st, src.State, opts...)}, opts...), true
 	}
 }
+
+// WalkingDiffer returns applied — st with one COMMIT layer on it — as the
+// same layer computed by the worker's walking differ (containerd's, the one
+// docker commit uses) rather than BuildKit's overlay differ. The layer is
+// the difference from a copy of st that applied does not stand on (st and
+// one empty layer): BuildKit then compares the two trees instead of
+// taking applied's own layer. The two differ where a new name is
+// hard-linked to an unchanged file of the base: the walking differ writes
+// the new name with the bytes and the base's name as a link to it, as
+// docker commit does; the overlay differ does not see the base's name.
+func WalkingDiffer(st, applied bkllb.State, opts ...bkllb.ConstraintsOpt) bkllb.State {
+	aside := st.File(bkllb.Rm("/.commit-frontend-walking-differ", &bkllb.RmInfo{AllowNotFound: true}), opts...)
+	return bkllb.Merge([]bkllb.State{st, bkllb.Diff(aside, applied, opts...)}, opts...)
+}

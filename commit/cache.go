@@ -1,0 +1,57 @@
+package commit
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	bkclient "github.com/moby/buildkit/client"
+)
+
+// cacheRecords are the IDs of the records in BuildKit's cache.
+func cacheRecords(ctx context.Context, bk *bkclient.Client) (map[string]bool, error) {
+	du, err := bk.DiskUsage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[string]bool, len(du))
+	for _, u := range du {
+		ids[u.ID] = true
+	}
+	return ids, nil
+}
+
+// commitRecord tells whether a cache record made during a commit is the
+// commit's own: its change set (a local source), what its COMMIT ops made,
+// or, when all is set, anything (the base's records in dockerd's BuildKit,
+// which share docker's own snapshots and cost nothing to make again).
+func commitRecord(u *bkclient.UsageInfo, all bool) bool {
+	if all {
+		return true
+	}
+	d := u.Description
+	return strings.HasPrefix(d, "local source for ") || strings.HasPrefix(d, "COMMIT ") || strings.HasPrefix(d, "[commit] ")
+}
+
+// pruneCommitRecords removes from BuildKit's cache the records that a
+// commit made (not in before, made since start) and that are its own
+// (commitRecord): a commit leaves no copy of the container's changes
+// behind, as docker commit leaves nothing in docker's build cache. Records
+// still in use by another build are left, as BuildKit's prune leaves them.
+func pruneCommitRecords(ctx context.Context, bk *bkclient.Client, before map[string]bool, start time.Time, all bool) error {
+	du, err := bk.DiskUsage(ctx)
+	if err != nil {
+		return err
+	}
+	var filters []string
+	for _, u := range du {
+		if before[u.ID] || u.CreatedAt.Before(start) || !commitRecord(u, all) {
+			continue
+		}
+		filters = append(filters, "id=="+u.ID)
+	}
+	if len(filters) == 0 {
+		return nil
+	}
+	return bk.Prune(ctx, nil, bkclient.WithFilter(filters), bkclient.PruneAll)
+}
