@@ -268,13 +268,21 @@ const (
 	leasePIDLabel   = "commit-frontend/pid"
 	leaseStartLabel = "commit-frontend/start"
 	leaseBootLabel  = "commit-frontend/boot"
+	leasePIDNSLabel = "commit-frontend/pidns"
 )
 
 // leaseLabels names this process: its pid and its start time, so that a
 // pid used again later is not taken for it.
 func leaseLabels() map[string]string {
 	pid := os.Getpid()
-	return map[string]string{leasePIDLabel: strconv.Itoa(pid), leaseStartLabel: procStart(pid), leaseBootLabel: bootID()}
+	return map[string]string{leasePIDLabel: strconv.Itoa(pid), leaseStartLabel: procStart(pid), leaseBootLabel: bootID(), leasePIDNSLabel: pidNamespace()}
+}
+
+// pidNamespace names this process's PID namespace ("pid:[INODE]"): a pid is
+// only comparable with pids of the same namespace.
+func pidNamespace() string {
+	ns, _ := os.Readlink("/proc/self/ns/pid")
+	return ns
 }
 
 // bootID names this boot of this machine: a lease of another machine
@@ -300,16 +308,20 @@ func procStart(pid int) string {
 }
 
 // removeStaleLeases deletes the leases of commits whose process is gone (a
-// commit killed with SIGKILL cannot end its own).
+// commit killed with SIGKILL cannot end its own): those of this boot and
+// PID namespace whose pid no longer runs the process that made them.
 func removeStaleLeases(ctx context.Context, cc *containerd.Client) error {
 	lm := cc.LeasesService()
 	ls, err := lm.List(ctx, `labels."`+leasePIDLabel+`"`)
 	if err != nil {
 		return errors.Wrap(err, "listing leases")
 	}
-	boot := bootID()
+	boot, pidns := bootID(), pidNamespace()
 	for _, l := range ls {
-		if l.Labels[leaseBootLabel] != boot {
+		// Only a lease of this boot and this PID namespace names a pid
+		// this process can look up; any other (a commit in a pod beside
+		// the node's) is left to its expiry.
+		if l.Labels[leaseBootLabel] != boot || pidns == "" || l.Labels[leasePIDNSLabel] != pidns {
 			continue
 		}
 		pid, err := strconv.Atoi(l.Labels[leasePIDLabel])

@@ -511,3 +511,65 @@ func TestFaultConnectionDropped(t *testing.T) {
 		t.Errorf("fetched %d and exported %d bytes, want the layer fetched and only config and manifest more", fetched, exported)
 	}
 }
+
+// TestCommitLeaseOtherPIDNamespace: a commit running in another PID
+// namespace (a DaemonSet pod beside the node's own commits: same boot, its
+// pids meaningless here) keeps its lease while a commit in this namespace
+// starts, and finishes with its image whole.
+func TestCommitLeaseOtherPIDNamespace(t *testing.T) {
+	const ns = "default"
+	a := startContainer(t, ns, "overlayfs", "pidns-a", "echo a > /a", true)
+	startContainer(t, ns, "overlayfs", "pidns-b", "echo b > /b", true)
+	ref := "example.com/pidns-a:1"
+	cmd := exec.Command("unshare", append([]string{"--pid", "--fork", "--mount-proc", env.cli, "commit"}, append(ctrArgs(ns), "--addr", env.bk.Addr, "pidns-a", ref)...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}()
+	host, _ := os.Readlink("/proc/self/ns/pid")
+	ctx := context.Background()
+	var lease string
+	deadline := time.Now().Add(30 * time.Second)
+	for lease == "" && time.Now().Before(deadline) {
+		ls, err := a.c.LeasesService().List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range ls {
+			if pidns := l.Labels["commit-frontend/pidns"]; l.Labels["commit-frontend/pid"] != "" && pidns != host {
+				lease = l.ID
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if lease == "" {
+		t.Fatalf("the commit in another PID namespace made no lease of its own:\n%s", out.String())
+	}
+	// Frozen with its lease held, as a slow commit would be.
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "pidns-b", "example.com/pidns-b:1")...)...)
+	ls, err := a.c.LeasesService().List(ctx, "id=="+lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 {
+		t.Errorf("the other namespace's live commit lost its lease %s", lease)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the commit in another PID namespace: %v\n%s", err, out.String())
+	}
+	if tree := imageTree(t, a.c, ref, "overlayfs"); tree["a"] == "" {
+		t.Errorf("its image lacks /a")
+	}
+}
