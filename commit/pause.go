@@ -215,13 +215,35 @@ func (g *guard) pause(ctx context.Context) (resume func() error, err error) {
 	defer cancel()
 	perr := g.task.pause(pctx)
 	resume = func() error { return g.resume(ctx) }
-	if perr != nil {
-		if err := resume(); err != nil {
-			return nil, errors.Wrapf(err, "pausing container %s failed (%v), and resuming it too", g.id, perr)
+	if perr == nil {
+		return resume, nil
+	}
+	if !pauseMayHaveTakenEffect(perr) {
+		// Refused outright, it froze nothing. A container that is
+		// paused now was paused by someone else — the user, between the
+		// commit's look at it and its Pause — and is left paused: the
+		// commit reads it as it is and resumes nothing.
+		if err := g.clearRecord(); err != nil {
+			return nil, err
+		}
+		if st, err := g.task.state(ctx); err == nil && st == containerd.Paused {
+			return func() error { return nil }, nil
 		}
 		return nil, errors.Wrapf(perr, "pausing container %s", g.id)
 	}
-	return resume, nil
+	if err := resume(); err != nil {
+		return nil, errors.Wrapf(err, "pausing container %s failed (%v), and resuming it too", g.id, perr)
+	}
+	return nil, errors.Wrapf(perr, "pausing container %s", g.id)
+}
+
+// pauseMayHaveTakenEffect tells whether a Pause that failed may still have
+// frozen the container: one cut short (a timeout, a cancel, a daemon gone
+// away) may have; one the runtime refused (runc's "cannot pause a paused
+// container", docker's conflict) has not.
+func pauseMayHaveTakenEffect(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errdefs.IsDeadlineExceeded(err) || errdefs.IsCanceled(err) || errdefs.IsUnavailable(err)
 }
 
 // resume resumes the container, retrying while containerd does not answer;
