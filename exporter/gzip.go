@@ -277,23 +277,35 @@ func (w *gzipWriter) Close() error {
 
 // asyncWriter hands what is written to w in writeBuffer pieces to a
 // goroutine that writes them on, so that compressing the next piece and
-// writing the last one to containerd overlap.
+// writing the last one to containerd overlap. Close may come at any time,
+// also while pgzip's goroutines still write (a commit that fails half-way):
+// from then on writes fail, Wait returns, and nothing panics.
 type asyncWriter struct {
-	w     io.Writer
-	cur   []byte
-	free  chan []byte
-	full  chan []byte
-	done  chan struct{}
-	once  sync.Once
-	errMu sync.Mutex
-	err   error
+	w       io.Writer
+	cur     []byte
+	free    chan []byte
+	full    chan []byte
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	mu   sync.Mutex
+	cond *sync.Cond
 	// pending counts pieces handed over and not yet written.
-	pending sync.WaitGroup
+	pending int
+	closed  bool
+	err     error
 }
+
+var errWriterClosed = errors.New("writer closed")
 
 func newAsyncWriter(w io.Writer) *asyncWriter {
 	const depth = 2
-	a := &asyncWriter{w: w, free: make(chan []byte, depth), full: make(chan []byte, depth), done: make(chan struct{})}
+	a := &asyncWriter{
+		w: w, free: make(chan []byte, depth), full: make(chan []byte, depth),
+		closing: make(chan struct{}), done: make(chan struct{}),
+	}
+	a.cond = sync.NewCond(&a.mu)
 	for range depth {
 		a.free <- make([]byte, 0, writeBuffer)
 	}
@@ -304,26 +316,39 @@ func newAsyncWriter(w io.Writer) *asyncWriter {
 
 func (a *asyncWriter) run() {
 	defer close(a.done)
-	for b := range a.full {
-		if a.error() == nil {
-			if _, err := a.w.Write(b); err != nil {
-				a.setError(err)
+	for {
+		select {
+		case b := <-a.full:
+			if a.error() == nil {
+				if _, err := a.w.Write(b); err != nil {
+					a.setError(err)
+				}
 			}
+			a.free <- b[:0]
+			a.written()
+		case <-a.closing:
+			return
 		}
-		a.free <- b[:0]
-		a.pending.Done()
 	}
 }
 
+// written counts one piece as done.
+func (a *asyncWriter) written() {
+	a.mu.Lock()
+	a.pending--
+	a.cond.Broadcast()
+	a.mu.Unlock()
+}
+
 func (a *asyncWriter) error() error {
-	a.errMu.Lock()
-	defer a.errMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	return a.err
 }
 
 func (a *asyncWriter) setError(err error) {
-	a.errMu.Lock()
-	defer a.errMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.err == nil {
 		a.err = err
 	}
@@ -346,27 +371,58 @@ func (a *asyncWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// flush hands the current piece over; after Close it drops it.
 func (a *asyncWriter) flush() {
 	if len(a.cur) == 0 {
 		return
 	}
-	a.pending.Add(1)
-	a.full <- a.cur
-	a.cur = <-a.free
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		a.cur = a.cur[:0]
+		return
+	}
+	a.pending++
+	a.mu.Unlock()
+	select {
+	case a.full <- a.cur:
+	case <-a.closing:
+		a.written()
+		a.cur = a.cur[:0]
+		return
+	}
+	select {
+	case a.cur = <-a.free:
+	case <-a.closing:
+		// No piece to fill: Write fails on the error Close set.
+		a.cur = nil
+	}
 }
 
-// Wait writes what is buffered and waits until every piece is written.
+// Wait writes what is buffered and waits until every piece is written, or
+// the writer is closed.
 func (a *asyncWriter) Wait() error {
 	a.flush()
-	a.pending.Wait()
-	return a.error()
+	a.mu.Lock()
+	for a.pending > 0 && !a.closed {
+		a.cond.Wait()
+	}
+	err := a.err
+	a.mu.Unlock()
+	return err
 }
 
 // Close stops the writing goroutine; pieces not yet written are dropped.
 func (a *asyncWriter) Close() {
 	a.once.Do(func() {
-		a.setError(errors.New("writer closed"))
-		close(a.full)
+		a.mu.Lock()
+		a.closed = true
+		if a.err == nil {
+			a.err = errWriterClosed
+		}
+		a.cond.Broadcast()
+		a.mu.Unlock()
+		close(a.closing)
 		<-a.done
 	})
 }

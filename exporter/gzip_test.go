@@ -7,7 +7,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/metadata"
@@ -58,6 +60,43 @@ func TestAsyncWriter(t *testing.T) {
 	if _, err := a.Write([]byte("x")); err == nil {
 		t.Error("Write after Close succeeded")
 	}
+}
+
+// TestAsyncWriterCloseWhileWriting: a commit that fails half-way closes the
+// writer while pgzip's goroutine still writes into it: the writes fail,
+// Wait returns, nothing panics.
+func TestAsyncWriterCloseWhileWriting(t *testing.T) {
+	for round := range 200 {
+		slow := &slowWriter{}
+		a := newAsyncWriter(slow)
+		piece := make([]byte, writeBuffer/2+round)
+		// pgzip hands its output over from a goroutine of its own.
+		wrote := make(chan error, 1)
+		go func() {
+			var err error
+			for i := 0; i < 64 && err == nil; i++ {
+				_, err = a.Write(piece)
+			}
+			wrote <- err
+		}()
+		time.Sleep(time.Duration(round%7) * 50 * time.Microsecond)
+		a.Close()
+		if err := <-wrote; err == nil {
+			t.Fatalf("round %d: 64 writes after Close all succeeded", round)
+		}
+		if err := a.Wait(); err == nil {
+			t.Fatalf("round %d: Wait after Close reported success", round)
+		}
+	}
+}
+
+// slowWriter takes its time over each piece.
+type slowWriter struct{ n atomic.Int64 }
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(20 * time.Microsecond)
+	w.n.Add(int64(len(p)))
+	return len(p), nil
 }
 
 // TestGzipWriter: an uncompressed layer written through the store's gzip
