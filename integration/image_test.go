@@ -6,7 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/platforms"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // importDockerfileImage builds text (a Dockerfile whose FROM is the
@@ -242,5 +246,63 @@ func TestHistoryEscapes(t *testing.T) {
 	}
 	if len(lines) != 1+len(baseImage(t).Config.History)+1 {
 		t.Errorf("%d lines, want a header and one per entry:\n%s", len(lines), r.stdout)
+	}
+}
+
+// TestCommitOtherPlatform: a container made from the arm64 image of a
+// two-platform index (on an amd64 machine) is committed on the arm64
+// image's layers, as an arm64 image: the base is the manifest whose layers
+// the snapshot stands on, not this machine's platform's.
+func TestCommitOtherPlatform(t *testing.T) {
+	const ns = "default"
+	c := ctrd(t, ns)
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM scratch\nARG TARGETARCH\nCOPY $TARGETARCH /arch\n", "amd64": "amd64\n", "arm64": "arm64\n"})
+	ref := "docker.io/library/two-platforms:latest"
+	out := filepath.Join(dir, "out.tar")
+	if r := run(t, dir, tool("buildctl"), "--addr", env.bk.Addr, "build", "--frontend", "dockerfile.v0", "--opt", "platform=linux/amd64,linux/arm64",
+		"--local", "context=.", "--local", "dockerfile=.", "--output", "type=oci,dest="+out+",name="+ref); r.err != nil {
+		t.Fatalf("building: %v\n%s", r.err, r.stderr)
+	}
+	if o, err := env.ctrd.Ctr(ctx, ns, "images", "import", "--all-platforms", out); err != nil {
+		t.Fatalf("%v: %s", err, o)
+	}
+	rec, err := c.ImageService().Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arm := ocispecs.Platform{OS: "linux", Architecture: "arm64"}
+	img := containerd.NewImageWithPlatform(c, rec, platforms.Only(arm))
+	if err := img.Unpack(ctx, "overlayfs"); err != nil {
+		t.Fatal(err)
+	}
+	const id = "other-platform"
+	ct, err := c.NewContainer(ctx, id, containerd.WithImage(img), containerd.WithSnapshotter("overlayfs"),
+		containerd.WithNewSnapshot(id, img), containerd.WithNewSpec(oci.WithImageConfigArgs(img, []string{"/bin/app"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ct.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup) })
+	mounts, err := c.SnapshotService("overlayfs").Mounts(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeViaMount(t, mounts, map[string]string{"changed": "by the container\n"})
+
+	outTar := filepath.Join(t.TempDir(), "commit.tar")
+	cf(t, "", append([]string{"commit"}, append(ctrArgs(ns), "--output", "type=oci,dest="+outTar, id)...)...)
+	got := readOCITar(t, outTar)
+	if got.Config.Architecture != "arm64" {
+		t.Errorf("the image is %s/%s, want linux/arm64", got.Config.OS, got.Config.Architecture)
+	}
+	if n := len(got.Layers); n != 2 {
+		t.Fatalf("%d layers, want the base's one and the commit's", n)
+	}
+	if e := layerEntries(t, got.Layers[0])["arch"]; string(e.Data) != "arm64\n" {
+		t.Errorf("the base layer holds /arch %q: not the arm64 image's", e.Data)
+	}
+	if e := layerEntries(t, got.Layers[1])["changed"]; string(e.Data) != "by the container\n" {
+		t.Errorf("the commit's layer lacks the change")
 	}
 }
