@@ -587,3 +587,49 @@ func dockerBuildCache(t *testing.T) map[string]string {
 	}
 	return out
 }
+
+// TestDockerBuildStepNoOnbuild: a builder step whose parent image has an
+// ONBUILD trigger commits the step alone: the trigger (which the builder
+// runs as a step of its own when it reads FROM) never runs in the commit.
+func TestDockerBuildStepNoOnbuild(t *testing.T) {
+	d := dockerd(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM busybox\nONBUILD RUN echo triggered > /onbuild-ran\n"})
+	cmd := exec.CommandContext(ctx, "docker", "-H", d.Host, "build", "--network", "none", "-t", "example.com/onbuild-base:1", dir)
+	if p, err := testenv.Bin("docker"); err == nil {
+		cmd.Path, cmd.Args[0] = p, p
+	}
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("classic build: %v\n%s", err, out)
+	}
+	dc, err := dockerclient.New(dockerclient.WithHost(d.Host), dockerclient.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	b := &commit.DockerBuilder{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}
+	parent := docker(t, "image", "inspect", "-f", "{{.Id}}", "example.com/onbuild-base:1")
+	var cfg dockercontainer.Config
+	mustJSON(t, []byte(docker(t, "image", "inspect", "-f", "{{json .Config}}", parent)), &cfg)
+	cfg.OnBuild = nil // the builder clears the triggers it has run
+	ccfg := cfg
+	ccfg.Cmd = []string{"/bin/sh", "-c", "echo step > /step"}
+	name := "onbuild-step"
+	docker(t, "create", "--network", "none", "--name", name, parent, "/bin/sh", "-c", "echo step > /step")
+	defer docker(t, "rm", name)
+	docker(t, "start", "-a", name)
+	id, err := b.CommitBuildStep(ctx, commit.DockerStep{Config: &cfg, ContainerConfig: &ccfg, ContainerID: docker(t, "inspect", "-f", "{{.Id}}", name), ParentImageID: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docker(t, "tag", id.String(), "example.com/onbuild-step:1")
+	img, base := dockerImage(t, "example.com/onbuild-step:1"), dockerImage(t, "example.com/onbuild-base:1")
+	if len(img.RootFS.DiffIDs) != len(base.RootFS.DiffIDs)+1 || len(img.History) != len(base.History)+1 {
+		t.Errorf("%d layers and %d history entries on the base's %d and %d: want one of each", len(img.RootFS.DiffIDs), len(img.History), len(base.RootFS.DiffIDs), len(base.History))
+	}
+	if out := docker(t, "run", "--rm", "--network", "none", id.String(), "sh", "-c", "cat /step; ls /onbuild-ran 2>&1 || true"); out != "step\nls: /onbuild-ran: No such file or directory" {
+		t.Errorf("the step's image: %q", out)
+	}
+}

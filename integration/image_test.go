@@ -306,3 +306,31 @@ func TestCommitOtherPlatform(t *testing.T) {
 		t.Errorf("the commit's layer lacks the change")
 	}
 }
+
+// TestK8sMovedTag: kubelet re-pulled the pod's image tag (:latest now names
+// another image) after the container started: k8s://NAMESPACE/POD/CONTAINER
+// still commits on the container's own layers.
+func TestK8sMovedTag(t *testing.T) {
+	const ns = "k8s.io"
+	app := importDockerfileImage(t, ns, "k8s-app", "FROM "+env.base.Ref+"\nRUN echo app > /from-app\n")
+	ctx := context.Background()
+	// The image keeps a second name, as kubelet keeps a repo@digest one.
+	if o, err := env.ctrd.Ctr(ctx, ns, "images", "tag", app, "docker.io/library/k8s-app-pinned:latest"); err != nil {
+		t.Fatalf("%v: %s", err, o)
+	}
+	other := importDockerfileImage(t, ns, "k8s-other", "FROM "+env.base.Ref+"\nRUN rm /bin/vi && echo other > /from-other\n")
+	startContainerWith(t, ns, "overlayfs", app, "moved-k8s", podLabels("moved-pod", "main", "container"), "echo changed > /changed; touch /ready; exec sleep 3600", false)
+	if o, err := env.ctrd.Ctr(ctx, ns, "images", "tag", "--force", other, app); err != nil {
+		t.Fatalf("%v: %s", err, o)
+	}
+	img, _ := commitOCI(t, ns, "k8s://shop/moved-pod/main")
+	files := map[string]bool{}
+	for _, l := range img.Layers {
+		for p := range layerEntries(t, l) {
+			files[p] = true
+		}
+	}
+	if !files["from-app"] || files["from-other"] || !files["changed"] {
+		t.Errorf("from-app %v, from-other %v, changed %v: want the container's own layers and its change", files["from-app"], files["from-other"], files["changed"])
+	}
+}
