@@ -373,6 +373,26 @@ func TestCommitCompressionNotCached(t *testing.T) {
 			}
 		}
 	}
+
+	// The same into containerd's image store, where the layer is
+	// gzipped on its way in (or written by BuildKit for zstd).
+	c := ctrd(t, ns)
+	storeTop := func(args ...string) ocispecs.Descriptor {
+		t.Helper()
+		ref := "example.com/compression-twice:store"
+		cf(t, "", append(append(append([]string{"commit"}, ctrArgs(ns)...), args...), id, ref)...)
+		m := imageManifest(t, c, mustImage(t, c, ref))
+		return m.Layers[len(m.Layers)-1]
+	}
+	sgz := storeTop()
+	szst := storeTop("--compression=zstd")
+	sgz1 := storeTop("--compression-level=1")
+	if sgz.MediaType != ocispecs.MediaTypeImageLayerGzip || szst.MediaType != ocispecs.MediaTypeImageLayerZstd {
+		t.Errorf("store: gzip commit %s, then zstd commit %s", sgz.MediaType, szst.MediaType)
+	}
+	if sgz1.Digest == sgz.Digest {
+		t.Errorf("store: --compression-level=1 gave the default level's blob again (%s)", sgz1.Digest)
+	}
 }
 
 // TestCommitStateDir: locks and pause records live where only root can
@@ -552,7 +572,7 @@ func TestCommitEscapesNames(t *testing.T) {
 	const ns = "default"
 	const id = "escape-names"
 	ct := startContainer(t, ns, "overlayfs", id, "touch /ready; exec sleep 3600", false)
-	name := "evil\x1b]0;owned\x07\x1b[31mred"
+	name := "evil\x1b]0;owned\x07\x1b[31mred\ncommit-frontend: forged line"
 	f, err := os.Create(filepath.Join(ct.root(t), name))
 	if err != nil {
 		t.Fatal(err)
@@ -564,6 +584,9 @@ func TestCommitEscapesNames(t *testing.T) {
 	r := cfFail(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), id)...)
 	if strings.ContainsAny(r.stderr, "\x1b\x07") {
 		t.Errorf("raw control characters on stderr: %q", r.stderr)
+	}
+	if strings.Contains(r.stderr, "\ncommit-frontend: forged line") {
+		t.Errorf("a line break in a name forged a line on stderr: %q", r.stderr)
 	}
 	if !strings.Contains(r.stderr, "sparse") {
 		t.Errorf("stderr does not say what failed: %q", r.stderr)
