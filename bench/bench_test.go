@@ -98,12 +98,18 @@ func setup(m *testing.M) (int, error) {
 		defer env.bkCtrd.Stop()
 	}
 	env.cli = filepath.Join(dir, "commit-frontend")
-	_, file, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", env.cli, "./cmd/commit-frontend")
-	build.Dir = filepath.Dir(filepath.Dir(file))
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return 1, fmt.Errorf("%v: %s", err, out)
+	if cli := os.Getenv("CF_TEST_CLI"); cli != "" {
+		// Another build of the CLI (a release, an older commit), to
+		// measure it on the same cells.
+		env.cli = cli
+	} else {
+		_, file, _, _ := runtime.Caller(0)
+		build := exec.Command("go", "build", "-o", env.cli, "./cmd/commit-frontend")
+		build.Dir = filepath.Dir(filepath.Dir(file))
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("%v: %s", err, out)
+		}
 	}
 	bk, err := solve.Connect(ctx, env.bk.Addr)
 	if err != nil {
