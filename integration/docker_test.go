@@ -159,7 +159,8 @@ func TestDockerCommit(t *testing.T) {
 	name := "docker-commit"
 	dockerRun(t, name, []string{"-e", "FOO=bar", "-w", "/tmp", "--label", "run=label"},
 		"echo hi > /tmp/hi; mkdir /data; echo x > /data/x; rm /bin/vi; touch /ready; exec sleep 3600")
-	change := []string{"-a", "Jane <jane@example.com>", "-m", "a message", "-c", "LABEL x=y", "-c", "EXPOSE 8080"}
+	change := []string{"-a", "Jane <jane@example.com>", "-m", "a message", "-c", "LABEL x=y", "-c", "EXPOSE 8080",
+		"-c", "WORKDIR /srv/app", "-c", "ENV B=$FOO-x", "-c", "ONBUILD RUN make", "-c", "STOPSIGNAL SIGINT"}
 	start := time.Now().Add(-time.Second).Unix()
 	r := cfDocker(t, append(change, name, "example.com/ours:1")...)
 	if r.err != nil {
