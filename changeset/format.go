@@ -7,9 +7,11 @@
 //	changes.tar  the added and modified entries, as a tar rooted at /
 //	whiteouts    NUL-terminated records: 'D'+path deleted, 'O'+path replaced directory
 //
-// A tar, not a directory tree, crosses the session because a tar keeps owners,
-// the security.capability xattr and names that are not UTF-8; deletions travel
-// apart because extracting a tar applies no whiteouts.
+// The tar keeps owners, the security.capability xattr and names that are
+// not UTF-8 across a session; deletions travel apart because extracting a
+// tar applies no whiteouts. A streamed change set whose files are large
+// enough, and that the session's file transfer can carry, crosses instead as
+// the tree it describes (Writer.TreeFS: each removal a 0/0 whiteout device).
 package changeset
 
 import (
