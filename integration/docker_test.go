@@ -378,7 +378,6 @@ func TestBuildxDockerDriver(t *testing.T) {
 // layer by layer and in config and history, what dockerd's own classic
 // builder (DOCKER_BUILDKIT=0 docker build) makes of the same Dockerfile.
 func TestDockerClassicBuilderSteps(t *testing.T) {
-	d := dockerd(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"Dockerfile": `FROM busybox
@@ -387,21 +386,8 @@ LABEL a=b
 RUN mkdir /d && echo two > /d/two && rm /bin/vi
 CMD ["cat", "/s1"]
 `})
-	cmd := exec.CommandContext(ctx, "docker", "-H", d.Host, "build", "--network", "none", "-t", "example.com/classic:1", dir)
-	if p, err := testenv.Bin("docker"); err == nil {
-		cmd.Path, cmd.Args[0] = p, p
-	}
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("classic build: %v\n%s", err, out)
-	}
-
-	dc, err := dockerclient.New(dockerclient.WithHost(d.Host), dockerclient.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
-	b := &commit.DockerBuilder{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}
+	classicBuild(t, dir, "example.com/classic:1")
+	b := dockerBuilder(t)
 	imageConfig := func(id string) *dockercontainer.Config {
 		var c dockercontainer.Config
 		mustJSON(t, []byte(docker(t, "image", "inspect", "-f", "{{json .Config}}", id)), &c)
@@ -593,24 +579,11 @@ func dockerBuildCache(t *testing.T) map[string]string {
 // ONBUILD trigger commits the step alone: the trigger (which the builder
 // runs as a step of its own when it reads FROM) never runs in the commit.
 func TestDockerBuildStepNoOnbuild(t *testing.T) {
-	d := dockerd(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"Dockerfile": "FROM busybox\nONBUILD RUN echo triggered > /onbuild-ran\n"})
-	cmd := exec.CommandContext(ctx, "docker", "-H", d.Host, "build", "--network", "none", "-t", "example.com/onbuild-base:1", dir)
-	if p, err := testenv.Bin("docker"); err == nil {
-		cmd.Path, cmd.Args[0] = p, p
-	}
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("classic build: %v\n%s", err, out)
-	}
-	dc, err := dockerclient.New(dockerclient.WithHost(d.Host), dockerclient.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
-	b := &commit.DockerBuilder{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}
+	classicBuild(t, dir, "example.com/onbuild-base:1")
+	b := dockerBuilder(t)
 	parent := docker(t, "image", "inspect", "-f", "{{.Id}}", "example.com/onbuild-base:1")
 	var cfg dockercontainer.Config
 	mustJSON(t, []byte(docker(t, "image", "inspect", "-f", "{{json .Config}}", parent)), &cfg)
@@ -633,4 +606,29 @@ func TestDockerBuildStepNoOnbuild(t *testing.T) {
 	if out := docker(t, "run", "--rm", "--network", "none", id.String(), "sh", "-c", "cat /step; ls /onbuild-ran 2>&1 || true"); out != "step\nls: /onbuild-ran: No such file or directory" {
 		t.Errorf("the step's image: %q", out)
 	}
+}
+
+// classicBuild builds dir with dockerd's classic builder (DOCKER_BUILDKIT=0)
+// as tag.
+func classicBuild(t *testing.T, dir, tag string) {
+	t.Helper()
+	cmd := exec.Command("docker", "-H", dockerd(t).Host, "build", "--network", "none", "-t", tag, dir)
+	if p, err := testenv.Bin("docker"); err == nil {
+		cmd.Path, cmd.Args[0] = p, p
+	}
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("classic build: %v\n%s", err, out)
+	}
+}
+
+// dockerBuilder is the CommitBuildStep backend on the test dockerd.
+func dockerBuilder(t *testing.T) *commit.DockerBuilder {
+	t.Helper()
+	dc, err := dockerclient.New(dockerclient.WithHost(dockerd(t).Host), dockerclient.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dc.Close() })
+	return &commit.DockerBuilder{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}
 }
