@@ -2,13 +2,11 @@ package commit
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"slices"
 	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -254,17 +252,6 @@ func squashBase(ctx context.Context, cc *containerd.Client, ref string, tg *targ
 
 // diffIDs are the layers of the image whose manifest is m.
 func diffIDs(ctx context.Context, cc *containerd.Client, m ocispecs.Descriptor) ([]digest.Digest, error) {
-	man, err := images.Manifest(ctx, cc.ContentStore(), m, platforms.All)
-	if err != nil {
-		return nil, err
-	}
-	dt, err := content.ReadBlob(ctx, cc.ContentStore(), man.Config)
-	if err != nil {
-		return nil, err
-	}
-	var img ocispecs.Image
-	if err := json.Unmarshal(dt, &img); err != nil {
-		return nil, err
-	}
-	return img.RootFS.DiffIDs, nil
+	_, ids, err := configOf(ctx, cc.ContentStore(), m)
+	return ids, err
 }
