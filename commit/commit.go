@@ -29,7 +29,6 @@ import (
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/filesync"
-	"github.com/moby/buildkit/util/compression"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	dockerclient "github.com/moby/moby/client"
 	digest "github.com/opencontainers/go-digest"
@@ -62,10 +61,9 @@ type Options struct {
 	Changes []string
 	// Pause pauses a running container while its filesystem is read.
 	Pause bool
-	// Compression and CompressionLevel select the new layer's compression;
-	// a nil level is the compression's default (0 is gzip's "store").
-	Compression      string
-	CompressionLevel *int
+	// Layer is how the new layer is written: compression, level,
+	// file times clamped to SourceDateEpoch.
+	Layer exporter.Layer
 	// Outputs, when set, send the image there (buildctl's --output forms)
 	// instead of into containerd's image store.
 	Outputs []bkclient.ExportEntry
@@ -95,9 +93,6 @@ type Options struct {
 	// SourceDateEpoch, when set, is the time of the image and its new
 	// history entry (SOURCE_DATE_EPOCH).
 	SourceDateEpoch *time.Time
-	// RewriteTimestamp clamps the new layer's file times to
-	// SourceDateEpoch, so that the same content gives the same image.
-	RewriteTimestamp bool
 	// Session holds what the commit's BuildKit session offers besides the
 	// change set and the base image: registry credentials
 	// (solve.DockerAuth), for a base pulled from a registry or a pushed
@@ -151,7 +146,7 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if _, err := parseChanges(opt.Changes); err != nil {
 		return nil, err
 	}
-	if err := checkCompression(opt.Compression, opt.CompressionLevel, opt.Outputs); err != nil {
+	if err := opt.Layer.Validate(opt.Outputs); err != nil {
 		return nil, err
 	}
 	if err := solve.CheckProgress(opt.Progress); err != nil {
@@ -160,7 +155,7 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 	if err := (&changeset.Writer{}).Exclude(opt.Exclude); err != nil {
 		return nil, err
 	}
-	if opt.RewriteTimestamp && opt.SourceDateEpoch == nil {
+	if opt.Layer.RewriteTimestamp && opt.SourceDateEpoch == nil {
 		return nil, errors.New("--rewrite-timestamp needs --source-date-epoch (or SOURCE_DATE_EPOCH)")
 	}
 	fo := &frontend.Options{Changes: opt.Changes, Author: opt.Author, Message: opt.Message}
@@ -207,9 +202,9 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		cc: opt.Containerd, ns: opt.Namespace, bk: opt.Buildkit,
 		container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		opts:    fo,
-		outputs: opt.Outputs, compression: opt.Compression, compressionLevel: opt.CompressionLevel, progress: opt.Progress,
+		outputs: opt.Outputs, layer: opt.Layer, progress: opt.Progress,
 		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
-		exclude: opt.Exclude, rewriteTimestamp: opt.RewriteTimestamp, squashRoot: squashRoot,
+		exclude: opt.Exclude, squashRoot: squashRoot,
 		dockerLayer: opt.Docker != nil,
 	}
 	return j.run(ctx)
@@ -236,15 +231,13 @@ type job struct {
 	// opts are the frontend options; run adds the contexts.
 	opts *frontend.Options
 
-	outputs          []bkclient.ExportEntry
-	compression      string
-	compressionLevel *int
-	progress         string
-	warnf            func(string, ...any)
-	dockerExport     bool
-	session          []session.Attachable
-	exclude          []string
-	rewriteTimestamp bool
+	outputs      []bkclient.ExportEntry
+	layer        exporter.Layer
+	progress     string
+	warnf        func(string, ...any)
+	dockerExport bool
+	session      []session.Attachable
+	exclude      []string
 	// squashRoot is the manifest of the --squash-since image.
 	squashRoot ocispecs.Descriptor
 	// dockerLayer makes the layer docker commit makes (hard links to
@@ -316,7 +309,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	var direct bool
 	so.Exports, direct, err = l.exports(ctx, exportOpt{
 		outputs: j.outputs, name: j.name, snapshotter: tg.snapshotter, dockerExport: j.dockerExport, sessionStore: sessionStore,
-		compression: j.compression, compressionLevel: j.compressionLevel, rewriteTimestamp: j.rewriteTimestamp,
+		layer:      j.layer,
 		gzipLayers: fo.Provenance == "",
 	})
 	if err != nil {
@@ -431,71 +424,10 @@ func parseChanges(changes []string) ([]instructions.Command, error) {
 	return out, nil
 }
 
-// checkCompression refuses, before anything is paused, a compression or a
-// level that the layer writer would refuse after the solve. The names are
-// BuildKit's.
-func checkCompression(name string, level *int, outputs []bkclient.ExportEntry) error {
-	lvl := ""
-	if level != nil {
-		lvl = strconv.Itoa(*level)
-	}
-	if err := checkLayerCompression(name, lvl); err != nil {
-		return err
-	}
-	for i, o := range outputs {
-		n, l := o.Attrs["compression"], o.Attrs["compression-level"]
-		if n == "" {
-			n = name
-		}
-		if l == "" {
-			l = lvl
-		}
-		if err := checkLayerCompression(n, l); err != nil {
-			return errors.Wrapf(err, "--output %d", i+1)
-		}
-	}
-	return nil
-}
-
-func checkLayerCompression(name, level string) error {
-	attrs := map[string]string{}
-	if name != "" {
-		attrs["compression"] = name
-	}
-	if level != "" {
-		attrs["compression-level"] = level
-	}
-	cfg, err := compression.ParseAttributes(attrs)
-	if err != nil {
-		if level != "" {
-			return errors.Wrapf(err, "--compression=%s --compression-level=%s", name, level)
-		}
-		return errors.Wrapf(err, "--compression=%s", name)
-	}
-	if cfg.Level == nil {
-		return nil
-	}
-	lo, hi := 0, 9
-	switch cfg.Type {
-	case compression.Zstd:
-		lo, hi = 1, 22
-	case compression.Uncompressed:
-		lo, hi = 0, 0
-	}
-	if l := *cfg.Level; l < lo || l > hi {
-		return errors.Errorf("--compression-level=%d is out of range for %s (%d to %d)", l, cfg.Type, lo, hi)
-	}
-	return nil
-}
-
 // layerRecords are the change set's header records: how each export
 // writes the new layer. They make BuildKit's cache key for the layer
 // depend on it, so that a layer cached with another compression is not
 // handed out for this one.
 func layerRecords(exports []bkclient.ExportEntry) map[string]string {
-	var parts []string
-	for _, e := range exports {
-		parts = append(parts, e.Attrs["compression"]+":"+e.Attrs["compression-level"]+":"+e.Attrs["force-compression"]+":"+e.Attrs["rewrite-timestamp"])
-	}
-	return map[string]string{"layer": strings.Join(parts, ",")}
+	return map[string]string{"layer": exporter.Record(exports)}
 }

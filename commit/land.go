@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"strconv"
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/exporter"
@@ -14,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	"github.com/moby/buildkit/util/compression"
 	"github.com/pkg/errors"
 )
 
@@ -62,6 +62,10 @@ func (l *landing) release(retErr *error) {
 	}
 }
 
+// ociExporterTar is the OCI exporter's attribute that says whether it
+// writes a tarball (BuildKit keeps the key unexported).
+const ociExporterTar = "tar"
+
 // exportOpt says where and how an image lands.
 type exportOpt struct {
 	// outputs are the user's; none means containerd's store.
@@ -74,9 +78,7 @@ type exportOpt struct {
 	// sessionStore is what buildkitd may write through the session.
 	sessionStore content.Store
 	// Layer settings for every export.
-	compression      string
-	compressionLevel *int
-	rewriteTimestamp bool
+	layer exporter.Layer
 	// gzipLayers lets the store gzip the new layers (exporter.GzipLayers)
 	// when gzip is asked for: the caller's export is one image manifest
 	// that nothing else in it names (no attestation, one platform).
@@ -124,33 +126,20 @@ func (l *landing) exports(ctx context.Context, o exportOpt) (_ []bkclient.Export
 		}
 		out = []bkclient.ExportEntry{{Type: bkclient.ExporterImage, Attrs: attrs}}
 	case toStore:
-		attrs := map[string]string{"tar": "false", "oci-mediatypes": "true"}
-		if (o.compression == "" || o.compression == "gzip") && o.gzipLayers && onThisMachine(worker) {
+		attrs := map[string]string{ociExporterTar: "false", string(exptypes.OptKeyOCITypes): "true"}
+		if level, gzip := o.layer.Gzip(); gzip && o.gzipLayers && onThisMachine(worker) {
 			// buildkitd's differ writes the layer uncompressed and it is
 			// gzipped on its way into containerd (exporter.GzipLayers):
 			// one pass less over the bytes, and a faster gzip than
 			// BuildKit's single-threaded standard-library one.
-			attrs["compression"] = "uncompressed"
-			level := -1
-			if o.compressionLevel != nil {
-				level = *o.compressionLevel
-			}
+			attrs[string(exptypes.OptKeyLayerCompression)] = compression.Uncompressed.String()
 			l.store.GzipLayers(level)
 		}
 		out = []bkclient.ExportEntry{{Type: bkclient.ExporterOCI, Attrs: attrs, OutputStore: o.sessionStore}}
 	}
 	for _, e := range out {
-		if e.Attrs == nil {
-			continue
-		}
-		if _, ok := e.Attrs["compression"]; !ok && o.compression != "" {
-			e.Attrs["compression"] = o.compression
-		}
-		if _, ok := e.Attrs["compression-level"]; !ok && o.compressionLevel != nil && e.Attrs["compression"] != "uncompressed" {
-			e.Attrs["compression-level"] = strconv.Itoa(*o.compressionLevel)
-		}
-		if _, ok := e.Attrs["rewrite-timestamp"]; !ok && o.rewriteTimestamp {
-			e.Attrs["rewrite-timestamp"] = "true"
+		if e.Attrs != nil {
+			o.layer.Apply(e.Attrs)
 		}
 	}
 	return out, direct, nil

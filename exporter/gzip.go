@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/images/converter"
+	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/pgzip"
 	digest "github.com/opencontainers/go-digest"
@@ -60,7 +61,7 @@ func (s *leasedStore) uncompressedLayer(ctx context.Context, dgst digest.Digest)
 	sctx, cancel := sourceCtx(ctx)
 	defer cancel()
 	info, err := s.source.Info(sctx, dgst)
-	return err == nil && info.Labels["containerd.io/uncompressed"] == dgst.String()
+	return err == nil && info.Labels[labels.LabelUncompressed] == dgst.String()
 }
 
 // gzipWriter returns the writer of desc, an uncompressed layer, as a gzip
@@ -117,7 +118,7 @@ func (s *leasedStore) existingGzip(ctx context.Context, desc ocispecs.Descriptor
 	_ = s.Store.Walk(ctx, func(info content.Info) error {
 		candidates = append(candidates, ocispecs.Descriptor{Digest: info.Digest, Size: info.Size})
 		return nil
-	}, `labels."containerd.io/uncompressed"==`+desc.Digest.String()+`,labels."`+gzipLevelLabel+`"==`+levelLabel(s.gzip.level))
+	}, `labels."`+labels.LabelUncompressed+`"==`+desc.Digest.String()+`,labels."`+gzipLevelLabel+`"==`+levelLabel(s.gzip.level))
 	for _, gz := range candidates {
 		if !s.gunzipsTo(ctx, gz, desc) {
 			continue
@@ -245,12 +246,12 @@ func (w *gzipWriter) Commit(ctx context.Context, size int64, expected digest.Dig
 			return err
 		}
 	}
-	labels := maps.Clone(info.Labels)
-	if labels == nil {
-		labels = map[string]string{}
+	lbls := maps.Clone(info.Labels)
+	if lbls == nil {
+		lbls = map[string]string{}
 	}
-	labels["containerd.io/uncompressed"] = w.desc.Digest.String()
-	labels[gzipLevelLabel] = levelLabel(w.layer.level)
+	lbls[labels.LabelUncompressed] = w.desc.Digest.String()
+	lbls[gzipLevelLabel] = levelLabel(w.layer.level)
 	// containerd's answer to a status request carries the digest of what
 	// it holds: no second hash of the gzip blob here.
 	st, err := w.dst.Status()
@@ -261,7 +262,7 @@ func (w *gzipWriter) Commit(ctx context.Context, size int64, expected digest.Dig
 	if err := gz.Digest.Validate(); err != nil {
 		return errors.Wrapf(err, "containerd's digest of the gzip blob of %s", w.desc.Digest)
 	}
-	if err := w.dst.Commit(ctx, gz.Size, gz.Digest, content.WithLabels(labels)); err != nil && !errdefs.IsAlreadyExists(err) {
+	if err := w.dst.Commit(ctx, gz.Size, gz.Digest, content.WithLabels(lbls)); err != nil && !errdefs.IsAlreadyExists(err) {
 		return errors.Wrapf(err, "committing the gzip blob of %s", w.desc.Digest)
 	}
 	w.layer.mu.Lock()
@@ -443,12 +444,12 @@ func RewriteManifest(ctx context.Context, cs content.Store, desc ocispecs.Descri
 		return ocispecs.Descriptor{}, errors.Errorf("layers were gzipped for an export of %s %s, not of one image manifest", desc.MediaType, desc.Digest)
 	}
 	var m ocispecs.Manifest
-	labels, err := converter.ReadJSON(ctx, cs, &m, desc)
+	lbls, err := converter.ReadJSON(ctx, cs, &m, desc)
 	if err != nil {
 		return ocispecs.Descriptor{}, errors.Wrapf(err, "reading manifest %s", desc.Digest)
 	}
-	if labels == nil {
-		labels = map[string]string{}
+	if lbls == nil {
+		lbls = map[string]string{}
 	}
 	changed := false
 	for i, l := range m.Layers {
@@ -460,8 +461,9 @@ func RewriteManifest(ctx context.Context, cs content.Store, desc ocispecs.Descri
 			return ocispecs.Descriptor{}, errors.Errorf("layer %s of manifest %s: a %s layer was gzipped", l.Digest, desc.Digest, l.MediaType)
 		}
 		gz.Annotations = l.Annotations
-		converter.ClearGCLabels(labels, l.Digest)
-		labels["containerd.io/gc.ref.content.l."+strconv.Itoa(i)] = gz.Digest.String()
+		converter.ClearGCLabels(lbls, l.Digest)
+		// containerd's own name for a layer's gc label.
+		lbls[images.ChildGCLabels(gz)[0]+strconv.Itoa(i)] = gz.Digest.String()
 		m.Layers[i] = gz
 		changed = true
 	}
@@ -475,7 +477,7 @@ func RewriteManifest(ctx context.Context, cs content.Store, desc ocispecs.Descri
 	}
 	nd := desc
 	nd.Digest, nd.Size = digest.FromBytes(dt), int64(len(dt))
-	if err := content.WriteBlob(ctx, cs, "manifest-"+nd.Digest.String(), bytes.NewReader(dt), nd, content.WithLabels(labels)); err != nil {
+	if err := content.WriteBlob(ctx, cs, "manifest-"+nd.Digest.String(), bytes.NewReader(dt), nd, content.WithLabels(lbls)); err != nil {
 		return ocispecs.Descriptor{}, errors.Wrapf(err, "writing the manifest with gzip layers")
 	}
 	return nd, nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/commit"
+	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
 	bkclient "github.com/moby/buildkit/client"
@@ -163,31 +164,29 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	}
 	defer bk.Close()
 	res, err := commit.Commit(ctx, commit.Options{
-		Containerd:       cc,
-		Namespace:        f.namespace,
-		Buildkit:         bk,
-		Container:        container,
-		Snapshotter:      f.snapshotter,
-		Snapshot:         f.snapshot,
-		Base:             f.base,
-		Ref:              ref,
-		Author:           f.author,
-		Message:          f.message,
-		Changes:          f.changes,
-		Pause:            f.pause,
-		Compression:      f.compression,
-		CompressionLevel: level,
-		Outputs:          outputs,
-		Progress:         f.progress,
-		Docker:           dc,
-		Exclude:          f.excludes,
-		Squash:           f.squash,
-		Provenance:       f.provenance,
-		SquashSince:      f.squashSince,
-		SourceDateEpoch:  epoch,
-		RewriteTimestamp: f.rewriteTimestamp,
-		Session:          []session.Attachable{solve.DockerAuth()},
-		DockerExport:     dockerExport,
+		Containerd:      cc,
+		Namespace:       f.namespace,
+		Buildkit:        bk,
+		Container:       container,
+		Snapshotter:     f.snapshotter,
+		Snapshot:        f.snapshot,
+		Base:            f.base,
+		Ref:             ref,
+		Author:          f.author,
+		Message:         f.message,
+		Changes:         f.changes,
+		Pause:           f.pause,
+		Layer:           exporter.Layer{Compression: f.compression, Level: level, RewriteTimestamp: f.rewriteTimestamp},
+		Outputs:         outputs,
+		Progress:        f.progress,
+		Docker:          dc,
+		Exclude:         f.excludes,
+		Squash:          f.squash,
+		Provenance:      f.provenance,
+		SquashSince:     f.squashSince,
+		SourceDateEpoch: epoch,
+		Session:         []session.Attachable{solve.DockerAuth()},
+		DockerExport:    dockerExport,
 		Warnf: func(format string, args ...any) {
 			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
 		},
