@@ -1,13 +1,12 @@
 package changeset
 
 import (
-	"errors"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 
-	pkgerrors "github.com/pkg/errors"
+	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -197,14 +196,14 @@ func (n *node) xattrs() (map[string]string, error) {
 		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
 			return nil, nil
 		}
-		return nil, pkgerrors.Wrap(err, "listing xattrs")
+		return nil, errors.Wrap(err, "listing xattrs")
 	}
 	if sz == 0 {
 		return nil, nil
 	}
 	buf := make([]byte, sz)
 	if sz, err = unix.Listxattr(p, buf); err != nil {
-		return nil, pkgerrors.Wrap(err, "listing xattrs")
+		return nil, errors.Wrap(err, "listing xattrs")
 	}
 	out := map[string]string{}
 	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
@@ -216,7 +215,7 @@ func (n *node) xattrs() (map[string]string, error) {
 			continue
 		}
 		if err != nil {
-			return nil, pkgerrors.Wrapf(err, "reading xattr %q", name)
+			return nil, errors.Wrapf(err, "reading xattr %q", name)
 		}
 		out[name] = v
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/pkg/errors"
 )
 
 // signalContext is cancelled by the first SIGINT, SIGTERM, SIGHUP or
@@ -21,7 +23,7 @@ func signalContext() context.Context {
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	go func() {
 		s := <-ch
-		cancel(fmt.Errorf("interrupted (%s)", s))
+		cancel(errors.Errorf("interrupted (%s)", s))
 		for s := range ch {
 			fmt.Fprintf(os.Stderr, "commit-frontend: %s: still cleaning up (resuming the container, ending the lease); exiting when done\n", s)
 		}
