@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/commit-frontend/commit-frontend/exporter"
+	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
@@ -76,12 +77,11 @@ func Build(ctx context.Context, opt BuildOptions) (_ *Result, retErr error) {
 	var direct bool
 	// Layers are gzipped on their way into containerd when the result is
 	// one image manifest that no attestation names.
-	gzipLayers := !strings.Contains(so.FrontendAttrs["platform"], ",")
-	for k := range so.FrontendAttrs {
-		if strings.HasPrefix(k, "attest:") {
-			gzipLayers = false
-		}
+	fo, err := frontend.ParseOptions(so.FrontendAttrs)
+	if err != nil {
+		return nil, err
 	}
+	gzipLayers := !strings.Contains(fo.Platform, ",") && !fo.Attested()
 	if so.Exports, direct, err = l.exports(ctx, exportOpt{name: names[0], snapshotter: snapshotter, sessionStore: sessionStore, gzipLayers: gzipLayers}); err != nil {
 		return nil, err
 	}

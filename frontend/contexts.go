@@ -98,7 +98,7 @@ func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.P
 // sessionID is the session that serves the local context name.
 func (cs *contexts) sessionID(name string) string {
 	bo := cs.c.BuildOpts()
-	if v, ok := bo.Opts["local-sessionid:"+name]; ok {
+	if v, ok := bo.Opts[KeyLocalSessionIDPrefix+name]; ok {
 		return v
 	}
 	return bo.SessionID

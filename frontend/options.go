@@ -49,10 +49,26 @@ const (
 	KeyPlatform = "platform"
 	// KeyContextPrefix starts dockerui's named-context keys.
 	KeyContextPrefix = "context:"
+	// KeyLocalSessionIDPrefix starts the keys that name the session
+	// serving a local context (BuildKit's client sets them).
+	KeyLocalSessionIDPrefix = "local-sessionid:"
 	// KeyBuildArgPrefix starts dockerui's build-argument keys.
 	KeyBuildArgPrefix = "build-arg:"
 	// KeyProvenance asks BuildKit for a provenance attestation.
 	KeyProvenance = "attest:provenance"
+	// KeyAttestPrefix starts BuildKit's attestation keys (attest:sbom,
+	// attest:provenance).
+	KeyAttestPrefix = "attest:"
+	// KeyTarget is dockerui's build target stage.
+	KeyTarget = "target"
+	// KeyNoCache is dockerui's cache switch: "" for every stage, else
+	// stage names, comma-separated.
+	KeyNoCache = "no-cache"
+	// KeyNetworkMode is dockerui's network for RUN steps (buildx's
+	// --network).
+	KeyNetworkMode = "force-network-mode"
+	// KeyAddHosts is dockerui's extra /etc/hosts entries, comma-separated.
+	KeyAddHosts = "add-hosts"
 	// KeyLayerDiffer, DifferWalking, has an options-only COMMIT's layer
 	// computed by the worker's walking differ (containerd's, as docker
 	// commit computes it) instead of BuildKit's overlay differ.
@@ -98,6 +114,19 @@ type Options struct {
 	// LayerDiffer is DifferWalking for the walking differ, "" for BuildKit's
 	// choice.
 	LayerDiffer string
+	// Attests are BuildKit's attestation options other than provenance:
+	// name (sbom) → value.
+	Attests map[string]string
+	// Target is the stage to build; NoCache, when set, the stages built
+	// without the cache ("" every stage); NetworkMode and AddHosts the
+	// network of RUN steps: dockerui's options, as buildx sets them.
+	Target      string
+	NoCache     *string
+	NetworkMode string
+	AddHosts    []string
+	// Extra are keys this codec does not know (dockerui's own, a
+	// frontend's), passed through as they are.
+	Extra map[string]string
 }
 
 // ParseOptions decodes the options the frontend reads from m; other keys
@@ -138,11 +167,22 @@ func ParseOptions(m map[string]string) (*Options, error) {
 			return nil, errors.Errorf("options %s and %s exclude each other: apply the changes to the config", KeyImageConfig, KeyChange)
 		}
 	}
+	if v, ok := m[KeyNoCache]; ok {
+		o.NoCache = &v
+	}
+	o.Target, o.NetworkMode = m[KeyTarget], m[KeyNetworkMode]
+	if v := m[KeyAddHosts]; v != "" {
+		o.AddHosts = strings.Split(v, ",")
+	}
 	for k, v := range m {
 		if name, ok := strings.CutPrefix(k, KeyContextPrefix); ok {
 			o.Contexts = put(o.Contexts, name, v)
 		} else if name, ok := strings.CutPrefix(k, KeyBuildArgPrefix); ok {
 			o.BuildArgs = put(o.BuildArgs, name, v)
+		} else if name, ok := strings.CutPrefix(k, KeyAttestPrefix); ok && k != KeyProvenance {
+			o.Attests = put(o.Attests, name, v)
+		} else if !knownKeys[k] {
+			o.Extra = put(o.Extra, k, v)
 		}
 	}
 	return o, nil
@@ -184,7 +224,34 @@ func (o *Options) Attrs() (map[string]string, error) {
 	for name, v := range o.BuildArgs {
 		m[KeyBuildArgPrefix+name] = v
 	}
+	for name, v := range o.Attests {
+		m[KeyAttestPrefix+name] = v
+	}
+	set(KeyTarget, o.Target)
+	if o.NoCache != nil {
+		m[KeyNoCache] = *o.NoCache
+	}
+	set(KeyNetworkMode, o.NetworkMode)
+	set(KeyAddHosts, strings.Join(o.AddHosts, ","))
+	for k, v := range o.Extra {
+		if _, ok := m[k]; !ok {
+			m[k] = v
+		}
+	}
 	return m, nil
+}
+
+// knownKeys are the keys Options has a field for.
+var knownKeys = map[string]bool{
+	KeyFilename: true, KeyBase: true, KeyCommit: true, KeyChange: true, KeyCommitTree: true, KeyAuthor: true,
+	KeyMessage: true, KeyCreatedBy: true, KeyImageConfig: true, KeySquashSince: true, KeySquashSinceName: true,
+	KeyPlatform: true, KeyProvenance: true, KeyLayerDiffer: true, KeyTarget: true, KeyNoCache: true,
+	KeyNetworkMode: true, KeyAddHosts: true,
+}
+
+// Attested reports whether the build asks BuildKit for any attestation.
+func (o *Options) Attested() bool {
+	return o.Provenance != "" || len(o.Attests) > 0
 }
 
 func put(m map[string]string, k, v string) map[string]string {
@@ -207,6 +274,13 @@ func (o *Options) Clone() *Options {
 	c.Changes = slices.Clone(o.Changes)
 	c.Contexts = maps.Clone(o.Contexts)
 	c.BuildArgs = maps.Clone(o.BuildArgs)
+	c.Attests = maps.Clone(o.Attests)
+	c.Extra = maps.Clone(o.Extra)
+	c.AddHosts = slices.Clone(o.AddHosts)
+	if o.NoCache != nil {
+		v := *o.NoCache
+		c.NoCache = &v
+	}
 	if o.ImageConfig != nil {
 		c.ImageConfig = imageconfig.CloneConfig(o.ImageConfig)
 	}

@@ -10,6 +10,7 @@ import (
 
 // TestOptionsRoundTrip: what a client encodes is what the frontend decodes.
 func TestOptionsRoundTrip(t *testing.T) {
+	empty := ""
 	cfg := &dockerspec.DockerOCIImageConfig{}
 	cfg.Env = []string{"A=1"}
 	cfg.Cmd = []string{"sh", "-c", "echo hi"}
@@ -20,6 +21,8 @@ func TestOptionsRoundTrip(t *testing.T) {
 			Contexts:  map[string]string{"base": "oci-layout://store@sha256:0000", "squash-base": "docker-image://busybox"},
 			BuildArgs: map[string]string{"SOURCE_DATE_EPOCH": "1000000000"}, Provenance: "mode=max", LayerDiffer: DifferWalking},
 		{Filename: "Commitfile.prod", CreatedBy: "step", ImageConfig: cfg},
+		{Filename: "Commitfile", Target: "app", NoCache: &empty, NetworkMode: "none", AddHosts: []string{"a:1.2.3.4", "b:::1"},
+			Attests: map[string]string{"sbom": "generator=scanner"}, Extra: map[string]string{"image-resolve-mode": "local"}},
 	} {
 		attrs, err := o.Attrs()
 		if err != nil {

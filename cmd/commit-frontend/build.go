@@ -7,11 +7,13 @@ import (
 	"strings"
 
 	"github.com/commit-frontend/commit-frontend/commit"
+	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/commit-frontend/commit-frontend/internal/buildopt"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
+	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/sshforward/sshprovider"
 	"github.com/pkg/errors"
@@ -97,9 +99,13 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	if !st.IsDir() {
 		return errors.Errorf("build context %s is not a directory", path)
 	}
-	attrs, err := build.ParseOpt(f.opts)
+	raw, err := build.ParseOpt(f.opts)
 	if err != nil {
 		return err
+	}
+	o, err := frontend.ParseOptions(raw)
+	if err != nil {
+		return errors.Wrap(err, "--opt")
 	}
 	for _, a := range f.buildArgs {
 		k, v, ok := strings.Cut(a, "=")
@@ -109,23 +115,27 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 				continue
 			}
 		}
-		attrs["build-arg:"+k] = v
+		if o.BuildArgs == nil {
+			o.BuildArgs = map[string]string{}
+		}
+		o.BuildArgs[k] = v
 	}
 	if len(f.platforms) > 0 {
-		attrs["platform"] = strings.Join(f.platforms, ",")
+		o.Platform = strings.Join(f.platforms, ",")
 	}
 	if f.target != "" {
-		attrs["target"] = f.target
+		o.Target = f.target
 	}
 	if f.noCache {
-		attrs["no-cache"] = ""
+		every := ""
+		o.NoCache = &every
 	}
 	// The dockerui options buildx passes for the same flags.
 	if f.network != "" {
-		attrs["force-network-mode"] = f.network
+		o.NetworkMode = f.network
 	}
 	if len(f.addHosts) > 0 {
-		attrs["add-hosts"] = strings.Join(f.addHosts, ",")
+		o.AddHosts = f.addHosts
 	}
 	if len(f.tags) > 0 && len(f.outputs) > 0 {
 		return errors.New("--tag lands the image in containerd's image store; --output sends it elsewhere: give one of them")
@@ -137,7 +147,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	fileDir := path
 	if f.file != "" {
 		fileDir = filepath.Dir(f.file)
-		attrs["filename"] = filepath.Base(f.file)
+		o.Filename = filepath.Base(f.file)
 	}
 	fileFS, err := fsutil.NewFS(fileDir)
 	if err != nil {
@@ -179,14 +189,16 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	}
 	opt := client.SolveOpt{
 		Exports:             exports,
-		FrontendAttrs:       attrs,
-		LocalMounts:         map[string]fsutil.FS{"context": ctxFS, "dockerfile": fileFS},
+		LocalMounts:         map[string]fsutil.FS{dockerui.DefaultLocalNameContext: ctxFS, dockerui.DefaultLocalNameDockerfile: fileFS},
 		Session:             attachables,
 		CacheImports:        cacheImports,
 		CacheExports:        cacheExports,
 		AllowedEntitlements: f.allow,
 	}
-	if err := buildopt.AddContexts(&opt, f.contexts); err != nil {
+	if err := buildopt.AddContexts(&opt, o, f.contexts); err != nil {
+		return err
+	}
+	if opt.FrontendAttrs, err = o.Attrs(); err != nil {
 		return err
 	}
 	c, err := solve.ConnectWith(ctx, connectOpt(f.bk))

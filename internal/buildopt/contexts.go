@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/moby/buildkit/client"
@@ -19,10 +20,11 @@ import (
 
 // AddContexts adds named contexts given as NAME=VALUE, where VALUE is a
 // local directory, docker-image://REF, oci-layout://PATH[:TAG|@DIGEST] or any
-// other form dockerui reads (passed through).
-func AddContexts(opt *client.SolveOpt, contexts []string) error {
-	if opt.FrontendAttrs == nil {
-		opt.FrontendAttrs = map[string]string{}
+// other form dockerui reads (passed through): their values go into o, what
+// serves them (local directories, OCI layouts) into opt.
+func AddContexts(opt *client.SolveOpt, o *frontend.Options, contexts []string) error {
+	if o.Contexts == nil {
+		o.Contexts = map[string]string{}
 	}
 	for _, c := range contexts {
 		name, value, ok := strings.Cut(c, "=")
@@ -35,9 +37,9 @@ func AddContexts(opt *client.SolveOpt, contexts []string) error {
 			if err != nil {
 				return errors.Wrapf(err, "--build-context %s", c)
 			}
-			opt.FrontendAttrs["context:"+name] = v
+			o.Contexts[name] = v
 		case strings.Contains(value, "://"):
-			opt.FrontendAttrs["context:"+name] = value
+			o.Contexts[name] = value
 		default:
 			st, err := os.Stat(value)
 			if err != nil {
@@ -54,7 +56,7 @@ func AddContexts(opt *client.SolveOpt, contexts []string) error {
 				opt.LocalMounts = map[string]fsutil.FS{}
 			}
 			opt.LocalMounts[name] = fs
-			opt.FrontendAttrs["context:"+name] = "local:" + name
+			o.Contexts[name] = "local:" + name
 		}
 	}
 	return nil
