@@ -1,7 +1,9 @@
 // Package exporter lands a commit in containerd's image store: BuildKit's OCI
 // exporter writes the blobs straight into containerd's content store through
-// the session, and this package adds the garbage-collection labels, unpacks
-// the new layer into the snapshotter and writes the image record.
+// the session (a confined, leased view of it; new layers gzipped on their
+// way in), and this package adds the garbage-collection labels, unpacks the
+// new layer into the snapshotter and writes the image record. Layer holds
+// how a commit's layer is written, for every exporter.
 package exporter
 
 import (

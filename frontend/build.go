@@ -1,7 +1,9 @@
-// Package frontend is the commit frontend: it reads a Commitfile (or the
-// frontend options), has BuildKit's Dockerfile converter convert every
-// instruction but COMMIT, splices the COMMITs in, solves the result and
-// returns it with its image config, for any BuildKit exporter.
+// Package frontend is the commit frontend and its options codec. A
+// Commitfile is converted by BuildKit's Dockerfile converter, every
+// instruction but COMMIT, with the COMMITs spliced in; a build of options
+// alone (every commit) is converted as docker commit makes an image — the
+// base, one COMMIT layer, the changes in the config. The result is solved
+// and returned with its image config, for any BuildKit exporter.
 package frontend
 
 import (
