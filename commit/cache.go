@@ -3,7 +3,6 @@ package commit
 import (
 	"context"
 	"strings"
-	"time"
 
 	bkclient "github.com/moby/buildkit/client"
 )
@@ -34,18 +33,19 @@ func commitRecord(u *bkclient.UsageInfo, all bool) bool {
 }
 
 // pruneCommitRecords removes from BuildKit's cache the records that a
-// commit made (not in before, made since start) and that are its own
+// commit made (not in before: no clock is compared, buildkitd's may be
+// another machine's) and that are its own
 // (commitRecord): a commit leaves no copy of the container's changes
 // behind, as docker commit leaves nothing in docker's build cache. Records
 // still in use by another build are left, as BuildKit's prune leaves them.
-func pruneCommitRecords(ctx context.Context, bk *bkclient.Client, before map[string]bool, start time.Time, all bool) error {
+func pruneCommitRecords(ctx context.Context, bk *bkclient.Client, before map[string]bool, all bool) error {
 	du, err := bk.DiskUsage(ctx)
 	if err != nil {
 		return err
 	}
 	var filters []string
 	for _, u := range du {
-		if before[u.ID] || u.CreatedAt.Before(start) || !commitRecord(u, all) {
+		if before[u.ID] || !commitRecord(u, all) {
 			continue
 		}
 		filters = append(filters, "id=="+u.ID)

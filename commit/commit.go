@@ -205,7 +205,6 @@ func Commit(ctx context.Context, opt Options) (*Result, error) {
 		outputs: opt.Outputs, layer: opt.Layer, progress: opt.Progress,
 		warnf: opt.Warnf, dockerExport: opt.DockerExport, session: opt.Session,
 		exclude: opt.Exclude, squashRoot: squashRoot,
-		dockerLayer: opt.Docker != nil,
 	}
 	return j.run(ctx)
 }
@@ -240,21 +239,17 @@ type job struct {
 	exclude      []string
 	// squashRoot is the manifest of the --squash-since image.
 	squashRoot ocispecs.Descriptor
-	// dockerLayer makes the layer docker commit makes (hard links to
-	// base files written as docker writes them).
-	dockerLayer bool
 }
 
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	cc, tg := j.cc, j.target
 	// What the solve leaves in BuildKit's cache that is the commit's own
 	// goes when the commit ends, on every path.
-	start := time.Now()
 	if before, err := cacheRecords(ctx, j.bk); err == nil {
 		defer func() {
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
-			if err := pruneCommitRecords(pctx, j.bk, before, start, j.dockerExport); err != nil && j.warnf != nil {
+			if err := pruneCommitRecords(pctx, j.bk, before, j.dockerExport); err != nil && j.warnf != nil {
 				j.warnf("removing the commit's records from BuildKit's cache: %v", err)
 			}
 		}()

@@ -17,6 +17,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
+	"github.com/commit-frontend/commit-frontend/frontend"
 )
 
 // changes is a container's change set, ready to cross the session.
@@ -121,7 +122,9 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 			return nil, err
 		}
 	}
-	if j.dockerLayer {
+	if j.opts.LayerDiffer == frontend.DifferWalking {
+		// The walking differ sees a base file that only gained a link
+		// as unchanged, as docker commit's does: times stay exact.
 		w.ExactLinkTimes()
 	}
 	if err := w.Exclude(j.exclude); err != nil {

@@ -96,40 +96,33 @@ func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) 
 }
 
 // gzipLevelLabel records on each gzip blob the store writes the level it
-// was written at, so that a blob is reused only for a layer asked at the
-// same level.
+// was asked for (-1 for the compressor's default), so that a blob is
+// reused only for a layer asked at the same level.
 const gzipLevelLabel = "commit-frontend.gzip-level"
 
-// levelLabel is the label value of level: gzip's default is level 6.
-func levelLabel(level int) string {
-	if level == pgzip.DefaultCompression {
-		level = 6
-	}
-	return strconv.Itoa(level)
-}
-
 // existingGzip finds a gzip blob in containerd that an earlier commit or
-// build wrote for the uncompressed blob desc at the same level, checks that
-// it is what it says — it decompresses to desc's digest and size; a label
-// is only a claim — and adds it to the commit's lease before the manifest
-// names it.
+// build wrote for the uncompressed blob desc at the same level, adds it to
+// the commit's lease before anything reads it or the manifest names it,
+// and checks that it is what it says — it decompresses to desc's digest
+// and size; a label is only a claim.
 func (s *leasedStore) existingGzip(ctx context.Context, desc ocispecs.Descriptor) (ocispecs.Descriptor, bool) {
 	var candidates []ocispecs.Descriptor
 	_ = s.Store.Walk(ctx, func(info content.Info) error {
 		candidates = append(candidates, ocispecs.Descriptor{Digest: info.Digest, Size: info.Size})
 		return nil
-	}, `labels."`+labels.LabelUncompressed+`"==`+desc.Digest.String()+`,labels."`+gzipLevelLabel+`"==`+levelLabel(s.gzip.level))
+	}, `labels."`+labels.LabelUncompressed+`"==`+desc.Digest.String()+`,labels."`+gzipLevelLabel+`"==`+strconv.Itoa(s.gzip.level))
 	for _, gz := range candidates {
-		if !s.gunzipsTo(ctx, gz, desc) {
-			continue
-		}
-		// A writer for a blob that exists puts it in the context's lease.
-		w, err := s.Store.Writer(ctx, content.WithRef("commit-frontend-lease-"+gz.Digest.Encoded()), content.WithDescriptor(gz))
+		// A writer for a blob that exists puts it in the context's lease
+		// and answers AlreadyExists; one that opens was for a blob gone
+		// meanwhile, and its ingest is dropped.
+		ref := "commit-frontend-lease-" + gz.Digest.Encoded()
+		w, err := s.Store.Writer(ctx, content.WithRef(ref), content.WithDescriptor(gz))
 		if err == nil {
 			w.Close()
-			continue // gone meanwhile
+			_ = s.Store.Abort(ctx, ref)
+			continue
 		}
-		if errdefs.IsAlreadyExists(err) {
+		if errdefs.IsAlreadyExists(err) && s.gunzipsTo(ctx, gz, desc) {
 			return gz, true
 		}
 	}
@@ -251,7 +244,7 @@ func (w *gzipWriter) Commit(ctx context.Context, size int64, expected digest.Dig
 		lbls = map[string]string{}
 	}
 	lbls[labels.LabelUncompressed] = w.desc.Digest.String()
-	lbls[gzipLevelLabel] = levelLabel(w.layer.level)
+	lbls[gzipLevelLabel] = strconv.Itoa(w.layer.level)
 	// containerd's answer to a status request carries the digest of what
 	// it holds: no second hash of the gzip blob here.
 	st, err := w.dst.Status()

@@ -220,7 +220,7 @@ func TestCommitGzipReuseVerified(t *testing.T) {
 	zw.Close()
 	planted := ocispecs.Descriptor{Digest: digest.FromBytes(buf.Bytes()), Size: int64(buf.Len())}
 	if err := content.WriteBlob(ctx, c.ContentStore(), "planted", bytes.NewReader(buf.Bytes()), planted,
-		content.WithLabels(map[string]string{"containerd.io/uncompressed": diffID.String(), "commit-frontend.gzip-level": "6"})); err != nil {
+		content.WithLabels(map[string]string{"containerd.io/uncompressed": diffID.String(), "commit-frontend.gzip-level": "-1"})); err != nil {
 		t.Fatal(err)
 	}
 	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), id, ref)...)
