@@ -1,73 +1,99 @@
 package commit
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/commit-frontend/commit-frontend/changeset"
+	"github.com/commit-frontend/commit-frontend/exporter"
 	bkclient "github.com/moby/buildkit/client"
 )
 
-func TestImageName(t *testing.T) {
-	for _, tc := range []struct{ in, want, err string }{
-		{"", "", ""},
-		{"app", "docker.io/library/app:latest", ""},
-		{"example.com/team/app:1", "example.com/team/app:1", ""},
-		{"Not A Ref", "", "invalid reference"},
-		{"app@sha256:" + strings.Repeat("0", 64), "", "cannot be named by digest"},
+// TestOptionsCheck: bad options are refused, naming the option, before any
+// daemon is asked anything.
+func TestOptionsCheck(t *testing.T) {
+	big := 100
+	epoch := time.Unix(1, 0)
+	for _, tc := range []struct {
+		name string
+		opt  Options
+		want string
+	}{
+		{"blank container", Options{Container: " "}, "the container name is empty"},
+		{"change", Options{Container: "c", Changes: []string{"RUN true"}}, "RUN is not supported by --change"},
+		{"change with newline", Options{Container: "c", Changes: []string{"ENV A=1\nUSER root"}}, "--change 1"},
+		{"compression", Options{Container: "c", Layer: exporter.Layer{Compression: "lz4"}}, "lz4"},
+		{"level", Options{Container: "c", Layer: exporter.Layer{Compression: "gzip", Level: &big}}, "100"},
+		{"exclude everything", Options{Container: "c", Exclude: []string{"/"}}, "/"},
+		{"rewrite without epoch", Options{Container: "c", Layer: exporter.Layer{RewriteTimestamp: true}}, "--rewrite-timestamp needs --source-date-epoch"},
+		{"both squashes", Options{Container: "c", Squash: true, SquashSince: "img"}, "--squash and --squash-since exclude each other"},
+		{"provenance", Options{Container: "c", Provenance: "mode=all"}, "--provenance=mode=all"},
 	} {
-		got, err := imageName(tc.in)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: error %v, want %q", tc.in, err, tc.err)
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.opt.check()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v, want an error with %q", err, tc.want)
 			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("%q: %q %v, want %q", tc.in, got, err, tc.want)
-		}
+		})
+	}
+	good := Options{Container: "c", Changes: []string{"ENV A=1"}, Exclude: []string{"/root/.ssh"}, Provenance: "mode=max",
+		Layer: exporter.Layer{RewriteTimestamp: true}, SourceDateEpoch: &epoch}
+	if err := good.check(); err != nil {
+		t.Errorf("good options: %v", err)
 	}
 }
 
-func TestParseChanges(t *testing.T) {
-	if _, err := parseChanges([]string{"ENV A=1", "USER nobody"}); err != nil {
+// TestClientCheck: a call without the connections it needs says so.
+func TestClientCheck(t *testing.T) {
+	ctx := context.Background()
+	var c Client
+	if _, err := c.Commit(ctx, Options{Container: "c"}); err == nil || !strings.Contains(err.Error(), "needs a containerd and a buildkitd client") {
+		t.Errorf("Commit: %v", err)
+	}
+	if _, err := c.Build(ctx, BuildOptions{Tags: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "needs a containerd and a buildkitd client") {
+		t.Errorf("Build: %v", err)
+	}
+	if _, err := (&DockerBuilder{}).CommitBuildStep(ctx, DockerStep{}); err == nil || !strings.Contains(err.Error(), "Docker Engine's client") {
+		t.Errorf("DockerBuilder: %v", err)
+	}
+	c.Buildkit = &bkclient.Client{}
+	c.Warnf = nil
+	c.warnf("nobody listens: %d", 1) // must not panic
+}
+
+// TestUseTree: a streamed change set crosses as its tree only when its
+// files are large enough on average, or when COMMIT_FRONTEND_TRANSFER says.
+func TestUseTree(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		changes []string
-		want    string
-	}{
-		{[]string{"ENV A=1", "ENV B=2\nRUN rm -rf /"}, "--change 2"},
-		{[]string{"RUN true"}, "RUN is not supported by --change"},
-		{[]string{"FROM scratch"}, "FROM is not supported"},
-	} {
-		if _, err := parseChanges(tc.changes); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: %v, want %q", tc.changes, err, tc.want)
-		}
+	w := changeset.Stream(nil)
+	defer w.Abort()
+	if err := changeset.FromUpperdir(context.Background(), dir, changeset.UpperOpt{}, w); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestSanitizeID(t *testing.T) {
-	if got := sanitizeID("K8s.io/Pod_1"); got != "k8s-io-pod-1" {
-		t.Errorf("sanitizeID: %q", got)
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// TestCommitRecord: what a commit prunes from BuildKit's cache.
-func TestCommitRecord(t *testing.T) {
-	for _, tc := range []struct {
-		desc string
-		all  bool
-		want bool
-	}{
-		{"local source for rootfs", false, true},
-		{"COMMIT rootfs", false, true},
-		{"[commit] load rootfs", false, true},
-		{"", false, false}, // a base image's layer in a standalone buildkitd
-		{"pulled from docker.io/library/busybox", false, false},
-		{"", true, true}, // in dockerd's BuildKit: every record the commit made
-	} {
-		if got := commitRecord(&bkclient.UsageInfo{Description: tc.desc}, tc.all); got != tc.want {
-			t.Errorf("%q (all=%v): %v, want %v", tc.desc, tc.all, got, tc.want)
-		}
+	small := &changeset.Manifest{Entries: 10, Bytes: 10 * 512}
+	large := &changeset.Manifest{Entries: 4, Bytes: 4 << 20}
+	if useTree(w, small) {
+		t.Error("10 files of 512 bytes go as a tree")
+	}
+	if !useTree(w, large) {
+		t.Error("4 files of 1 MiB go as a tar")
+	}
+	t.Setenv(transferEnv, "tree")
+	if !useTree(w, small) {
+		t.Errorf("%s=tree: small files go as a tar", transferEnv)
+	}
+	t.Setenv(transferEnv, "tar")
+	if useTree(w, large) {
+		t.Errorf("%s=tar: large files go as a tree", transferEnv)
 	}
 }

@@ -3,8 +3,8 @@ package commit
 import (
 	"context"
 
-	containerd "github.com/containerd/containerd/v2/client"
-	bkclient "github.com/moby/buildkit/client"
+	"github.com/commit-frontend/commit-frontend/container"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
 	dockercontainer "github.com/moby/moby/api/types/container"
 	dockerclient "github.com/moby/moby/client"
 	digest "github.com/opencontainers/go-digest"
@@ -33,48 +33,45 @@ type DockerStep struct {
 // containerd image store, in the role of moby's CommitBuildStep: each step
 // becomes the image docker's own builder would make of it.
 type DockerBuilder struct {
-	// Docker is the Engine API of the docker whose containers the steps run in.
-	Docker *dockerclient.Client
-	// Containerd is a client of dockerd's containerd, in its namespace.
-	Containerd *containerd.Client
-	// Namespace is dockerd's containerd namespace.
-	Namespace string
-	// Buildkit, when set, is the buildkitd that computes the layers; nil
-	// for dockerd's own, whose exporter then lands each image.
-	Buildkit *bkclient.Client
+	// Client needs Docker (the Engine whose containers the steps run in)
+	// and Containerd (dockerd's containerd, in its Namespace). Without
+	// Buildkit, dockerd's own BuildKit computes the layers and its
+	// exporter lands each image.
+	Client
 }
 
 // CommitBuildStep commits one step and returns docker's ID of the new
 // image (its manifest digest), an untagged image as the classic builder
 // leaves its intermediate images.
 func (b *DockerBuilder) CommitBuildStep(ctx context.Context, s DockerStep) (digest.Digest, error) {
-	opt := StepOptions{
-		Containerd: b.Containerd, Namespace: b.Namespace, Buildkit: b.Buildkit,
-		Author: s.Author, Comment: s.Comment,
+	if b.Docker == nil {
+		return "", errors.New("a docker builder step needs the Docker Engine's client")
 	}
-	if opt.Buildkit == nil {
-		bk, err := DockerBuildkit(ctx, b.Docker)
+	c := b.Client
+	if c.Buildkit == nil {
+		bk, err := solve.ConnectDocker(ctx, b.Docker)
 		if err != nil {
 			return "", errors.Wrap(err, "dockerd's BuildKit")
 		}
 		defer bk.Close()
-		opt.Buildkit, opt.DockerExport = bk, true
+		c.Buildkit, c.BuildkitIsDocker = bk, true
 	}
+	opt := StepOptions{Author: s.Author, Comment: s.Comment}
 	if s.ContainerConfig != nil {
 		opt.CreatedBy = s.ContainerConfig.Cmd
 	}
-	cfg, err := dockerCommitConfig(s.Config, nil)
+	cfg, err := container.DockerCommitConfig(s.Config, nil)
 	if err != nil {
 		return "", err
 	}
 	opt.Config = *cfg
 	if s.ParentImageID != "" {
-		imgs, err := b.Containerd.ImageService().List(ctx, "target.digest=="+s.ParentImageID)
+		imgs, err := c.Containerd.ImageService().List(ctx, "target.digest=="+s.ParentImageID)
 		if err != nil {
 			return "", errors.Wrapf(err, "parent image %s", s.ParentImageID)
 		}
 		if len(imgs) == 0 {
-			return "", errors.Errorf("parent image %s is not in containerd's namespace %s", s.ParentImageID, b.Namespace)
+			return "", errors.Errorf("parent image %s is not in containerd's namespace %s", s.ParentImageID, c.Namespace)
 		}
 		opt.Parent = imgs[0].Name
 	}
@@ -85,7 +82,7 @@ func (b *DockerBuilder) CommitBuildStep(ctx context.Context, s DockerStep) (dige
 		}
 		opt.Snapshotter, opt.Snapshot = info.Info.Driver, s.ContainerID
 	}
-	res, err := CommitBuildStep(ctx, opt)
+	res, err := c.CommitBuildStep(ctx, opt)
 	if err != nil {
 		return "", err
 	}

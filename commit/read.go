@@ -3,20 +3,15 @@ package commit
 import (
 	"context"
 	"os"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/pkg/errors"
 	"github.com/tonistiigi/fsutil"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
+	"github.com/commit-frontend/commit-frontend/container"
 	"github.com/commit-frontend/commit-frontend/frontend"
 )
 
@@ -28,6 +23,8 @@ type changes struct {
 	// other commits of it go; it is safe to call more than once and
 	// returns the first call's error.
 	release func() error
+	// remove removes the staged copy, if any, once the solve is over.
+	remove func()
 	// paused is how long the container was paused, known once released.
 	paused time.Duration
 	// tree tells that fs is the tree the change set describes
@@ -43,13 +40,17 @@ type changes struct {
 // is resumed when it has (a container running with --pause=false is read
 // at once and staged); failed is told when the stream fails (a file
 // changed since the walk), and the solve must then fail. Otherwise the
-// change set is staged in stage, a directory.
-func readChanges(ctx context.Context, j *job, stage func() (string, error), records map[string]string, failed func(error)) (_ *changes, retErr error) {
+// change set is staged in a temporary directory. layerRecord goes into
+// the change set's header (exporter.Record): BuildKit's cache key for the
+// layer then depends on how it is written.
+func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(error)) (_ *changes, retErr error) {
 	tg := j.target
+	records := map[string]string{layerRecordName: layerRecord}
 	c := &changes{}
 	var unlock, resume func() error
 	var once sync.Once
 	var releaseErr error
+	dir := ""
 	c.release = func() error {
 		once.Do(func() {
 			if resume != nil {
@@ -61,8 +62,15 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 		})
 		return releaseErr
 	}
+	// A staged change set goes with the commit.
+	c.remove = func() {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
+	}
 	defer func() {
 		if retErr != nil {
+			c.remove()
 			if err := c.release(); err != nil {
 				retErr = errors.Wrapf(err, "after: %v", retErr)
 			}
@@ -72,14 +80,14 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 	// running: then the contents can be read later, as the tar streams.
 	// A running container's change set is read at once and staged.
 	still := true
-	if tg.pauser != nil {
-		g, err := lockContainer(ctx, j.ns, tg.snapshotter, tg.snapshot, j.container, tg.pauser, j.warnf)
+	if tg.Pauser != nil {
+		g, err := container.Lock(ctx, j.Namespace, tg, j.container, j.Warnf)
 		if err != nil {
 			return nil, err
 		}
-		unlock = func() error { g.unlock(); return nil }
+		unlock = func() error { g.Unlock(); return nil }
 		if j.pause {
-			st, err := tg.pauser.state(ctx)
+			st, err := tg.Pauser.State(ctx)
 			if err != nil {
 				return nil, errors.Wrapf(err, "container %s: task status", j.container)
 			}
@@ -87,7 +95,7 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 			// stopped has nothing to pause.
 			if st == containerd.Running {
 				start := time.Now()
-				r, err := g.pause(ctx)
+				r, err := g.Pause(ctx)
 				if err != nil {
 					return nil, err
 				}
@@ -96,26 +104,24 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 					return r()
 				}
 			}
-		} else if st, err := tg.pauser.state(ctx); err != nil || st == containerd.Running {
+		} else if st, err := tg.Pauser.State(ctx); err != nil || st == containerd.Running {
 			still = false
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	sn := j.cc.SnapshotService(tg.snapshotter)
-	mounts, err := sn.Mounts(ctx, tg.snapshot)
+	sn := j.Containerd.SnapshotService(tg.Snapshotter)
+	mounts, err := sn.Mounts(ctx, tg.Snapshot)
 	if err != nil {
-		return nil, errors.Wrapf(err, "mounts of snapshot %s", tg.snapshot)
+		return nil, errors.Wrapf(err, "mounts of snapshot %s", tg.Snapshot)
 	}
 	var w *changeset.Writer
-	upper, opt, streamed := upperdir(mounts)
-	streamed = streamed && still
-	dir := ""
+	streamed := changeset.Overlay(mounts) && still
 	if streamed {
 		w = changeset.Stream(records)
 	} else {
-		if dir, err = stage(); err != nil {
+		if dir, err = os.MkdirTemp("", "commit-frontend-changes-"); err != nil {
 			return nil, err
 		}
 		if w, err = changeset.Create(dir, records); err != nil {
@@ -131,12 +137,7 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 		w.Abort()
 		return nil, err
 	}
-	if upper != "" {
-		err = changeset.FromUpperdir(ctx, upper, opt, w)
-	} else {
-		err = walkingDiff(ctx, sn, tg.snapshot, mounts, w)
-	}
-	if err != nil {
+	if err := changeset.FromSnapshot(ctx, sn, tg.Snapshot, mounts, w); err != nil {
 		w.Abort()
 		return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
 	}
@@ -144,21 +145,19 @@ func readChanges(ctx context.Context, j *job, stage func() (string, error), reco
 		w.Abort()
 		return nil, err
 	}
-	if j.warnf != nil {
-		names := w.WhiteoutNames()
-		for i, p := range names {
-			if i == maxNamedWarnings {
-				j.warnf("left out %d more paths whose names start with .wh.", len(names)-i)
-				break
-			}
-			j.warnf("left out %q: a name that starts with .wh. is a deletion in a layer, so no image can hold it", p)
+	names := w.WhiteoutNames()
+	for i, p := range names {
+		if i == maxNamedWarnings {
+			j.warnf("left out %d more paths whose names start with .wh.", len(names)-i)
+			break
 		}
-		for _, p := range w.UnusedExcludes() {
-			j.warnf("--exclude %q excluded nothing", p)
-		}
+		j.warnf("left out %q: a name that starts with .wh. is a deletion in a layer, so no image can hold it", p)
+	}
+	for _, p := range w.UnusedExcludes() {
+		j.warnf("--exclude %q excluded nothing", p)
 	}
 	if c.m.Whiteouts > 0 {
-		if err := checkPatterns(ctx, w.Removals(), mounts, j.container); err != nil {
+		if err := changeset.CheckMountedPatterns(ctx, w.Removals(), mounts, j.container); err != nil {
 			w.Abort()
 			return nil, err
 		}
@@ -230,60 +229,6 @@ func useTree(w *changeset.Writer, m *changeset.Manifest) bool {
 // transferEnv chooses how change sets cross the session: "tar" or "tree".
 const transferEnv = "COMMIT_FRONTEND_TRANSFER"
 
-// checkPatterns refuses a change set whose removals of paths that are not
-// UTF-8 would also remove files the container kept (changeset.CheckPatterns),
-// looking at the container's filesystem through a read-only mount.
-func checkPatterns(ctx context.Context, removed []string, mounts []mount.Mount, container string) error {
-	if !slices.ContainsFunc(removed, func(p string) bool { return !utf8.ValidString(p) }) {
-		return nil
-	}
-	var bad error
-	if err := mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
-		bad = changeset.CheckPatterns(root, removed)
-		return nil
-	}); err != nil {
-		return errors.Wrapf(err, "mounting container %s to check its removals", container)
-	}
-	return errors.Wrapf(bad, "container %s", container)
-}
-
-// upperdir returns the upper directory of an overlay mount, and whether
-// overlayfs keeps its marks in user xattrs there.
-func upperdir(mounts []mount.Mount) (string, changeset.UpperOpt, bool) {
-	if len(mounts) != 1 || mounts[0].Type != "overlay" {
-		return "", changeset.UpperOpt{}, false
-	}
-	opt := changeset.UpperOpt{UserXattr: slices.Contains(mounts[0].Options, "userxattr")}
-	for _, o := range mounts[0].Options {
-		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
-			return v, opt, true
-		}
-	}
-	return "", opt, false
-}
-
-// walkingDiff mounts the snapshot and a view of its parent read-only and
-// diffs them.
-func walkingDiff(ctx context.Context, sn snapshots.Snapshotter, key string, mounts []mount.Mount, w *changeset.Writer) error {
-	info, err := sn.Stat(ctx, key)
-	if err != nil {
-		return err
-	}
-	var lowerMounts []mount.Mount
-	if info.Parent != "" {
-		viewKey := "commit-frontend-view-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-		lowerMounts, err = sn.View(ctx, viewKey, info.Parent)
-		if err != nil {
-			return errors.Wrap(err, "viewing the parent snapshot")
-		}
-		defer func() { _ = sn.Remove(context.WithoutCancel(ctx), viewKey) }()
-	}
-	return mount.WithReadonlyTempMount(ctx, mounts, func(upper string) error {
-		if lowerMounts == nil {
-			return changeset.FromDiff(ctx, "", upper, w)
-		}
-		return mount.WithReadonlyTempMount(ctx, lowerMounts, func(lower string) error {
-			return changeset.FromDiff(ctx, lower, upper, w)
-		})
-	})
-}
+// layerRecordName is the change set's header record that says how the
+// layer is written.
+const layerRecordName = "layer"

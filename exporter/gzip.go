@@ -22,26 +22,28 @@ import (
 	"github.com/pkg/errors"
 )
 
-// gzipLayers is what a store that gzips layers keeps: the level, and each
+// gzipRecord is what a store that gzips layers keeps: the level, and each
 // uncompressed blob buildkitd offered with the gzip blob written for it.
-type gzipLayers struct {
+type gzipRecord struct {
 	level int
 	mu    sync.Mutex
 	blobs map[digest.Digest]ocispecs.Descriptor
 }
 
-// GzipLayers makes the store write every uncompressed layer blob that
+// gzipOnTheWay makes the store write every uncompressed layer blob that
 // buildkitd offers, and containerd lacks, as a gzip blob at level (-1 for
 // gzip's default): buildkitd's differ makes the layer uncompressed, and its
 // bytes are compressed on their way into containerd rather than in a pass
 // of their own in buildkitd, by a compressor several times faster than the
-// standard library's, on every core. Gzipped tells which blobs were replaced;
+// standard library's, on every core. gzipBlobs tells which blobs were replaced;
 // RewriteManifest puts the gzip blobs in the manifest buildkitd wrote.
-func (s *leasedStore) GzipLayers(level int) {
-	s.gzip = &gzipLayers{level: level, blobs: map[digest.Digest]ocispecs.Descriptor{}}
+func (s *leasedStore) gzipOnTheWay(level int) {
+	s.gzip = &gzipRecord{level: level, blobs: map[digest.Digest]ocispecs.Descriptor{}}
 }
 
-func (s *leasedStore) Gzipped() map[digest.Digest]ocispecs.Descriptor {
+// gzipBlobs maps each uncompressed blob buildkitd offered to the gzip blob
+// written instead.
+func (s *leasedStore) gzipBlobs() map[digest.Digest]ocispecs.Descriptor {
 	if s.gzip == nil {
 		return nil
 	}
@@ -170,10 +172,10 @@ type gzipWriter struct {
 	gz    *pgzip.Writer
 	n     int64
 	desc  ocispecs.Descriptor
-	layer *gzipLayers
+	layer *gzipRecord
 }
 
-func newGzipWriter(dst content.Writer, desc ocispecs.Descriptor, layers *gzipLayers) (*gzipWriter, error) {
+func newGzipWriter(dst content.Writer, desc ocispecs.Descriptor, layers *gzipRecord) (*gzipWriter, error) {
 	out := newAsyncWriter(dst)
 	// Blocks of 1 MiB compressed on every core at once (the stream is
 	// ordinary gzip: each block a deflate run primed with the one before).
@@ -421,12 +423,12 @@ func (a *asyncWriter) Close() {
 	})
 }
 
-// RewriteManifest writes, through cs, the manifest desc with each layer
+// rewriteManifest writes, through cs, the manifest desc with each layer
 // that blobs maps (an uncompressed blob's digest) replaced by its gzip
 // blob, keeping the manifest's labels and pointing its layer gc labels at
 // the new blobs, and returns the new manifest's descriptor. With nothing
 // to replace it returns desc.
-func RewriteManifest(ctx context.Context, cs content.Store, desc ocispecs.Descriptor, blobs map[digest.Digest]ocispecs.Descriptor) (ocispecs.Descriptor, error) {
+func rewriteManifest(ctx context.Context, cs content.Store, desc ocispecs.Descriptor, blobs map[digest.Digest]ocispecs.Descriptor) (ocispecs.Descriptor, error) {
 	if len(blobs) == 0 {
 		return desc, nil
 	}

@@ -129,7 +129,7 @@ func TestGzipWriter(t *testing.T) {
 	udesc := ocispecs.Descriptor{MediaType: ocispecs.MediaTypeImageLayer, Digest: digest.FromBytes(layer), Size: int64(len(layer))}
 
 	for _, level := range []int{-1, 1, 9} {
-		layers := &gzipLayers{level: level, blobs: map[digest.Digest]ocispecs.Descriptor{}}
+		layers := &gzipRecord{level: level, blobs: map[digest.Digest]ocispecs.Descriptor{}}
 		dst, err := cs.Writer(ctx, content.WithRef("layer"), content.WithDescriptor(ocispecs.Descriptor{}))
 		if err != nil {
 			t.Fatal(err)
@@ -187,7 +187,7 @@ func TestGzipWriter(t *testing.T) {
 
 	// The manifest: the uncompressed layer replaced, the base layer and
 	// the config kept, the gc labels pointing at the new blob.
-	layers := &gzipLayers{level: -1, blobs: map[digest.Digest]ocispecs.Descriptor{}}
+	layers := &gzipRecord{level: -1, blobs: map[digest.Digest]ocispecs.Descriptor{}}
 	dst, _ := cs.Writer(ctx, content.WithRef("layer3"))
 	gw, _ := newGzipWriter(dst, udesc, layers)
 	_, _ = gw.Write(layer)
@@ -209,7 +209,7 @@ func TestGzipWriter(t *testing.T) {
 	if err := content.WriteBlob(ctx, cs, "m", bytes.NewReader(dt), mdesc, content.WithLabels(labels)); err != nil {
 		t.Fatal(err)
 	}
-	nd, err := RewriteManifest(ctx, cs, mdesc, layers.blobs)
+	nd, err := rewriteManifest(ctx, cs, mdesc, layers.blobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestGzipWriter(t *testing.T) {
 		t.Errorf("rewritten manifest's labels %v", info.Labels)
 	}
 	// Nothing to replace: the same manifest.
-	if same, err := RewriteManifest(ctx, cs, nd, layers.blobs); err != nil || same.Digest != nd.Digest {
+	if same, err := rewriteManifest(ctx, cs, nd, layers.blobs); err != nil || same.Digest != nd.Digest {
 		t.Errorf("second rewrite: %s, %v", same.Digest, err)
 	}
 }

@@ -130,7 +130,7 @@ func emptyImage(p ocispecs.Platform) *dockerspec.DockerOCIImage {
 // named context, or an image reference resolved as a Dockerfile's FROM
 // resolves it.
 func (cs *contexts) base(ctx context.Context, name string, p ocispecs.Platform) (bkllb.State, *dockerspec.DockerOCIImage, error) {
-	if name == "" || name == "scratch" {
+	if name == "" || name == Scratch {
 		return bkllb.Scratch().Platform(p), nil, nil
 	}
 	st, img, err := cs.namedContext(ctx, name, &p)

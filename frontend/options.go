@@ -9,6 +9,7 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	digest "github.com/opencontainers/go-digest"
 	"github.com/pkg/errors"
 )
 
@@ -77,10 +78,39 @@ const (
 	// DefaultFilename is the Commitfile read when no filename is given.
 	DefaultFilename = "Commitfile"
 	// SquashScratch as KeySquashSince squashes the whole filesystem.
-	SquashScratch = "scratch"
+	SquashScratch = Scratch
+	// Scratch as KeyBase is the empty filesystem.
+	Scratch = "scratch"
 	// DifferWalking is the KeyLayerDiffer value for the walking differ.
 	DifferWalking = "walking"
 )
+
+// The forms of a named context's value (dockerui's).
+const (
+	ociLayoutScheme   = "oci-layout://"
+	dockerImageScheme = "docker-image://"
+	localScheme       = "local:"
+)
+
+// OCILayoutContext is the named-context value for the image whose manifest
+// or index is dgst in the session's OCI store storeID.
+func OCILayoutContext(storeID string, dgst digest.Digest) string {
+	return ociLayoutScheme + storeID + "@" + dgst.String()
+}
+
+// CutOCILayout tells whether value is a named context given as an OCI
+// layout (oci-layout://PATH[:TAG|@DIGEST]) and returns what follows the
+// scheme.
+func CutOCILayout(value string) (string, bool) {
+	return strings.CutPrefix(value, ociLayoutScheme)
+}
+
+// ImageContext is the named-context value for the image ref of a registry.
+func ImageContext(ref string) string { return dockerImageScheme + ref }
+
+// LocalContext is the named-context value for the session's local
+// directory name.
+func LocalContext(name string) string { return localScheme + name }
 
 // Options are the frontend's options, decoded.
 type Options struct {

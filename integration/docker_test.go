@@ -21,7 +21,8 @@ import (
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/commit"
-	"github.com/commit-frontend/commit-frontend/exporter"
+	cfcontainer "github.com/commit-frontend/commit-frontend/container"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
@@ -129,7 +130,7 @@ func dockerManifest(t *testing.T, ref string) ocispecs.Manifest {
 		t.Fatal(err)
 	}
 	// An image buildx loads is an index (with its attestations).
-	desc, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.Default())
+	desc, _, err := cfcontainer.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.DefaultSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +560,7 @@ func dockerBuildCache(t *testing.T) map[string]string {
 		t.Fatal(err)
 	}
 	defer dc.Close()
-	bk, err := commit.DockerBuildkit(context.Background(), dc)
+	bk, err := solve.ConnectDocker(context.Background(), dc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,5 +631,5 @@ func dockerBuilder(t *testing.T) *commit.DockerBuilder {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dc.Close() })
-	return &commit.DockerBuilder{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}
+	return &commit.DockerBuilder{Client: commit.Client{Docker: dc, Containerd: ctrd(t, "moby"), Namespace: "moby"}}
 }

@@ -248,8 +248,7 @@ func TestRepeatedCommits(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(ct.root(t), "counter"), []byte(strconv.Itoa(i)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		res, err := commit.Commit(ctx, commit.Options{
-			Containerd: ct.c, Namespace: ns, Buildkit: bk,
+		res, err := (&commit.Client{Containerd: ct.c, Namespace: ns, Buildkit: bk}).Commit(ctx, commit.Options{
 			Container: ct.id, Ref: fmt.Sprintf("example.com/load:%d", i), Pause: true,
 		})
 		if err != nil {

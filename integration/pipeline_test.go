@@ -314,6 +314,7 @@ func TestCommitBuildStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bk.Close()
+	cl := &commit.Client{Containerd: c, Namespace: ns, Buildkit: bk}
 	steps := []string{
 		"echo first > /first.txt && mkdir -p /data && chown 1000:1000 /data",
 		"echo second > /data/second.txt && rm /bin/vi",
@@ -332,8 +333,7 @@ func TestCommitBuildStep(t *testing.T) {
 		cfg := dockerspec.DockerOCIImageConfig{}
 		cfg.Env = parentCfg.Config.Env
 		cfg.Cmd = parentCfg.Config.Cmd
-		res, err := commit.CommitBuildStep(ctx, commit.StepOptions{
-			Containerd: c, Namespace: ns, Buildkit: bk,
+		res, err := cl.CommitBuildStep(ctx, commit.StepOptions{
 			Parent: parent, Snapshotter: "overlayfs", Snapshot: id,
 			Config: cfg, CreatedBy: []string{"/bin/sh", "-c", step},
 			Ref: fmt.Sprintf("example.com/steps:%d", i),
@@ -343,8 +343,8 @@ func TestCommitBuildStep(t *testing.T) {
 		}
 		parent = res.Name
 	}
-	res, err := commit.CommitBuildStep(ctx, commit.StepOptions{
-		Containerd: c, Namespace: ns, Buildkit: bk, Parent: parent,
+	res, err := cl.CommitBuildStep(ctx, commit.StepOptions{
+		Parent:    parent,
 		Config:    dockerspec.DockerOCIImageConfig{DockerOCIImageConfigExt: dockerspec.DockerOCIImageConfigExt{}, ImageConfig: imageConfig(t, c, mustImage(t, c, parent)).Config},
 		CreatedBy: []string{"/bin/sh", "-c", "#(nop) ", `LABEL step=nop`},
 		Ref:       "example.com/steps:final",

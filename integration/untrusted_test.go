@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
-	"github.com/commit-frontend/commit-frontend/commit"
+	cfcontainer "github.com/commit-frontend/commit-frontend/container"
 	"github.com/commit-frontend/commit-frontend/exporter"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -424,7 +424,7 @@ func TestCommitStateDir(t *testing.T) {
 		if err := os.Chown(dir, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-		r := runWith(commit.StateDirEnv + "=" + dir)
+		r := runWith(cfcontainer.StateDirEnv + "=" + dir)
 		if r.err == nil || !strings.Contains(r.stderr, "belongs to uid 65534") {
 			t.Errorf("a state directory of uid 65534 was accepted: %v\n%s", r.err, r.stderr)
 		}
@@ -435,7 +435,7 @@ func TestCommitStateDir(t *testing.T) {
 		if err := os.Symlink(target, dir); err != nil {
 			t.Fatal(err)
 		}
-		r := runWith(commit.StateDirEnv + "=" + dir)
+		r := runWith(cfcontainer.StateDirEnv + "=" + dir)
 		if r.err == nil || !strings.Contains(r.stderr, "not a symlink") {
 			t.Errorf("a symlinked state directory was accepted: %v\n%s", r.err, r.stderr)
 		}
@@ -448,7 +448,7 @@ func TestCommitStateDir(t *testing.T) {
 		}
 		// A lock file for every name the commit might use is planted by
 		// making the first run create them, then replacing each.
-		if r := runWith(commit.StateDirEnv + "=" + dir); r.err != nil {
+		if r := runWith(cfcontainer.StateDirEnv + "=" + dir); r.err != nil {
 			t.Fatalf("%v\n%s", r.err, r.stderr)
 		}
 		ents, _ := os.ReadDir(dir)
@@ -462,7 +462,7 @@ func TestCommitStateDir(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r := runWith(commit.StateDirEnv + "=" + dir)
+		r := runWith(cfcontainer.StateDirEnv + "=" + dir)
 		if r.err == nil {
 			t.Errorf("a symlinked lock file was accepted:\n%s", r.stderr)
 		}
@@ -608,7 +608,7 @@ func TestSessionStoreConfined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	manifest, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.Default())
+	manifest, _, err := cfcontainer.PlatformManifest(ctx, c.ContentStore(), img.Target, platforms.DefaultSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -914,7 +914,7 @@ func TestCommitProvenance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bman, _, err := exporter.PlatformManifest(ctx, c.ContentStore(), bimg.Target, platforms.Default())
+	bman, _, err := cfcontainer.PlatformManifest(ctx, c.ContentStore(), bimg.Target, platforms.DefaultSpec())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/sshforward/sshprovider"
@@ -225,10 +226,8 @@ func buildToStore(cmd *cobra.Command, f buildFlags, bk *client.Client, opt clien
 		return errors.Wrapf(err, "connecting to containerd at %s", f.address)
 	}
 	defer cc.Close()
-	res, err := commit.Build(ctx, commit.BuildOptions{
-		Containerd: cc, Namespace: f.namespace, Buildkit: bk,
-		Tags: f.tags, Snapshotter: f.snapshotter, Solve: opt, Progress: f.progress,
-	})
+	c := &commit.Client{Containerd: cc, Namespace: f.namespace, Buildkit: bk, Progress: f.progress}
+	res, err := c.Build(ctx, commit.BuildOptions{Tags: f.tags, Snapshotter: f.snapshotter, Solve: opt})
 	if err != nil {
 		return err
 	}
@@ -246,7 +245,7 @@ func writeResults(resp *client.SolveResponse, metadataFile, iidfile string) erro
 		}
 	}
 	if iidfile != "" {
-		id := resp.ExporterResponse["containerimage.config.digest"]
+		id := resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey]
 		if err := os.WriteFile(iidfile, []byte(id), 0o644); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/commit"
+	"github.com/commit-frontend/commit-frontend/container"
 	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -99,7 +100,7 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	return cmd
 }
 
-func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
+func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	ctx := cmd.Context()
 	if f.noPause {
 		if cmd.Flags().Changed("pause") && f.pause {
@@ -132,7 +133,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 			return errors.Wrap(err, "docker client")
 		}
 		defer dc.Close()
-		dcd, err := commit.CheckDockerStore(ctx, dc)
+		dcd, err := container.CheckDockerStore(ctx, dc)
 		if err != nil {
 			return err
 		}
@@ -156,21 +157,31 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 	var bk *bkclient.Client
 	dockerExport := f.docker && f.bk.Addr == "" && os.Getenv("BUILDKIT_HOST") == ""
 	if dockerExport {
-		if bk, err = commit.DockerBuildkit(ctx, dc); err != nil {
+		if bk, err = solve.ConnectDocker(ctx, dc); err != nil {
 			return errors.Wrapf(err, "connecting to dockerd's BuildKit at %s", dc.DaemonHost())
 		}
 	} else if bk, err = solve.ConnectWith(ctx, connectOpt(f.bk)); err != nil {
 		return err
 	}
 	defer bk.Close()
-	res, err := commit.Commit(ctx, commit.Options{
-		Containerd:      cc,
-		Namespace:       f.namespace,
-		Buildkit:        bk,
-		Container:       container,
+	c := &commit.Client{
+		Containerd:       cc,
+		Namespace:        f.namespace,
+		Buildkit:         bk,
+		BuildkitIsDocker: dockerExport,
+		Docker:           dc,
+		Session:          []session.Attachable{solve.DockerAuth()},
+		Progress:         f.progress,
+		Warnf: func(format string, args ...any) {
+			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
+		},
+	}
+	res, err := c.Commit(ctx, commit.Options{
+		Container:       ctr,
 		Snapshotter:     f.snapshotter,
 		Snapshot:        f.snapshot,
 		Base:            f.base,
+		Docker:          f.docker,
 		Ref:             ref,
 		Author:          f.author,
 		Message:         f.message,
@@ -178,18 +189,11 @@ func runCommit(cmd *cobra.Command, f commitFlags, container, ref string) error {
 		Pause:           f.pause,
 		Layer:           exporter.Layer{Compression: f.compression, Level: level, RewriteTimestamp: f.rewriteTimestamp},
 		Outputs:         outputs,
-		Progress:        f.progress,
-		Docker:          dc,
 		Exclude:         f.excludes,
 		Squash:          f.squash,
 		Provenance:      f.provenance,
 		SquashSince:     f.squashSince,
 		SourceDateEpoch: epoch,
-		Session:         []session.Attachable{solve.DockerAuth()},
-		DockerExport:    dockerExport,
-		Warnf: func(format string, args ...any) {
-			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
-		},
 	})
 	if err != nil {
 		return err

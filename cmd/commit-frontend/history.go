@@ -6,7 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/commit-frontend/commit-frontend/exporter"
+	"github.com/commit-frontend/commit-frontend/container"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/platforms"
@@ -39,7 +39,7 @@ func newHistoryCommand() *cobra.Command {
 				return errors.Wrapf(err, "image %s", args[0])
 			}
 			cs := cc.ContentStore()
-			desc, _, err := exporter.PlatformManifest(ctx, cs, img.Target, platforms.Default())
+			desc, _, err := container.PlatformManifest(ctx, cs, img.Target, platforms.DefaultSpec())
 			if err != nil {
 				return err
 			}

@@ -62,6 +62,23 @@ func ParseChanges(text string) ([]instructions.Command, error) {
 	return out, nil
 }
 
+// ParseChangeFlags parses the changes given as `--change` flags, one
+// instruction each; errors name the flag by its place.
+func ParseChangeFlags(changes []string) ([]instructions.Command, error) {
+	var out []instructions.Command
+	for i, c := range changes {
+		if strings.ContainsAny(c, "\n\r") {
+			return nil, errors.Errorf("--change %d (%q): a change is one instruction on one line; give each as its own --change, without line continuations", i+1, c)
+		}
+		cmd, err := ParseChange(c)
+		if err != nil {
+			return nil, errors.Wrapf(err, "--change %d (%q)", i+1, c)
+		}
+		out = append(out, cmd)
+	}
+	return out, nil
+}
+
 // ParseChange parses one `--change` instruction.
 func ParseChange(line string) (instructions.Command, error) {
 	res, err := parser.Parse(bytes.NewReader([]byte(line)))

@@ -3,7 +3,6 @@ package buildopt
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,9 +30,10 @@ func AddContexts(opt *client.SolveOpt, o *frontend.Options, contexts []string) e
 		if !ok || name == "" || value == "" {
 			return errors.Errorf("--build-context %q: want NAME=VALUE", c)
 		}
+		layout, isLayout := frontend.CutOCILayout(value)
 		switch {
-		case strings.HasPrefix(value, "oci-layout://"):
-			v, err := addOCILayout(opt, strings.TrimPrefix(value, "oci-layout://"))
+		case isLayout:
+			v, err := addOCILayout(opt, layout)
 			if err != nil {
 				return errors.Wrapf(err, "--build-context %s", c)
 			}
@@ -56,7 +56,7 @@ func AddContexts(opt *client.SolveOpt, o *frontend.Options, contexts []string) e
 				opt.LocalMounts = map[string]fsutil.FS{}
 			}
 			opt.LocalMounts[name] = fs
-			o.Contexts[name] = "local:" + name
+			o.Contexts[name] = frontend.LocalContext(name)
 		}
 	}
 	return nil
@@ -91,7 +91,7 @@ func addOCILayout(opt *client.SolveOpt, spec string) (string, error) {
 		opt.OCIStores = map[string]content.Store{}
 	}
 	opt.OCIStores[storeID] = store
-	return fmt.Sprintf("oci-layout://%s@%s", storeID, dgst), nil
+	return frontend.OCILayoutContext(storeID, dgst), nil
 }
 
 // layoutDigest finds the manifest or index tagged tag (or the only one) in

@@ -1,5 +1,7 @@
-// Package solve runs the commit frontend in-process against a buildkitd, with
-// BuildKit's progress display, and writes the metadata file.
+// Package solve is the solve stage: it connects to a buildkitd (an address
+// with buildctl's helpers and TLS, or dockerd's own BuildKit), runs one
+// solve with BuildKit's progress display, writes the metadata file, and
+// prunes a commit's own records from BuildKit's cache.
 package solve
 
 import (

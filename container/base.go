@@ -1,4 +1,4 @@
-package commit
+package container
 
 import (
 	"context"
@@ -167,4 +167,54 @@ func configOf(ctx context.Context, cs content.Provider, m ocispecs.Descriptor) (
 		p = *m.Platform
 	}
 	return platforms.Normalize(p), img.RootFS.DiffIDs, nil
+}
+
+// PlatformManifest returns the manifest of target for platform want (target
+// itself when it is a manifest; of an index, the best match as
+// platforms.Only ranks them) and the platform the image config names.
+func PlatformManifest(ctx context.Context, p content.Provider, target ocispecs.Descriptor, want ocispecs.Platform) (ocispecs.Descriptor, ocispecs.Platform, error) {
+	match := platforms.Only(want)
+	desc := target
+	if images.IsIndexType(target.MediaType) {
+		dt, err := content.ReadBlob(ctx, p, target)
+		if err != nil {
+			return desc, ocispecs.Platform{}, err
+		}
+		var idx ocispecs.Index
+		if err := json.Unmarshal(dt, &idx); err != nil {
+			return desc, ocispecs.Platform{}, err
+		}
+		found := false
+		for _, m := range idx.Manifests {
+			if m.Platform != nil && match.Match(*m.Platform) && images.IsManifestType(m.MediaType) {
+				if !found || match.Less(*m.Platform, *desc.Platform) {
+					desc, found = m, true
+				}
+			}
+		}
+		if !found {
+			return desc, ocispecs.Platform{}, errors.Errorf("image index %s has no manifest for %s", target.Digest, platforms.FormatAll(want))
+		}
+	}
+	dt, err := content.ReadBlob(ctx, p, desc)
+	if err != nil {
+		return desc, ocispecs.Platform{}, errors.Wrap(err, "reading the manifest")
+	}
+	var m ocispecs.Manifest
+	if err := json.Unmarshal(dt, &m); err != nil {
+		return desc, ocispecs.Platform{}, err
+	}
+	cdt, err := content.ReadBlob(ctx, p, m.Config)
+	if err != nil {
+		return desc, ocispecs.Platform{}, errors.Wrap(err, "reading the image config")
+	}
+	var img ocispecs.Image
+	if err := json.Unmarshal(cdt, &img); err != nil {
+		return desc, ocispecs.Platform{}, err
+	}
+	plat := img.Platform
+	if plat.OS == "" {
+		plat = platforms.DefaultSpec()
+	}
+	return desc, platforms.Normalize(plat), nil
 }

@@ -1,9 +1,3 @@
-// Package exporter lands a commit in containerd's image store: BuildKit's OCI
-// exporter writes the blobs straight into containerd's content store through
-// the session (a confined, leased view of it; new layers gzipped on their
-// way in), and this package adds the garbage-collection labels, unpacks the
-// new layer into the snapshotter and writes the image record. Layer holds
-// how a commit's layer is written, for every exporter.
 package exporter
 
 import (
@@ -16,13 +10,10 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/content/proxy"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/platforms"
-	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -40,48 +31,30 @@ type leasedStore struct {
 	// source, when set, is buildkitd's own content store, read through its
 	// control API: large blobs are fetched from there rather than pushed
 	// through the session.
-	source Source
+	source source
 	// gzip, when set, gzips the uncompressed layers written through the
-	// store (GzipLayers).
-	gzip *gzipLayers
+	// store (gzipOnTheWay).
+	gzip *gzipRecord
 }
 
-// CountingStore is a content store that counts the bytes written into it.
-type CountingStore interface {
-	content.Store
-	// Written is the number of bytes written through the store's writers.
-	Written() int64
-	// Fetched is the part of Written read from the source rather than
-	// received through the session.
-	Fetched() int64
-	// GzipLayers and Gzipped: see leasedStore.GzipLayers.
-	GzipLayers(level int)
-	Gzipped() map[digest.Digest]ocispecs.Descriptor
-}
-
-// LeasedStore wraps s so that every call carries namespace ns and lease,
+// newLeasedStore wraps s so that every call carries namespace ns and lease,
 // and counts what is written through it. With a source (buildkitd's content
-// store, see BuildkitContent), a blob of at least DirectMin bytes that
-// buildkitd offers to write is read from the source instead: BuildKit's
-// session carries blobs inside a gRPC stream tunnelled through another, and
-// a direct read of the same bytes is several times faster.
-func LeasedStore(s content.Store, ns, lease string, source Source) CountingStore {
+// store, read through its control API), a blob of at least DirectMin bytes
+// that buildkitd offers to write is read from the source instead:
+// BuildKit's session carries blobs inside a gRPC stream tunnelled through
+// another, and a direct read of the same bytes is several times faster.
+func newLeasedStore(s content.Store, ns, lease string, source source) *leasedStore {
 	return &leasedStore{Store: s, ns: ns, lease: lease, source: source}
 }
 
-// DirectMin is the smallest blob LeasedStore fetches from its source.
+// DirectMin is the smallest blob a landing fetches from buildkitd's content
+// store rather than receives through the session.
 const DirectMin = 1 << 20
 
-// Source is a content store blobs are read from.
-type Source interface {
+// source is a content store blobs are read from.
+type source interface {
 	content.Provider
 	content.InfoProvider
-}
-
-// BuildkitContent is buildkitd's content store, read-only, through its
-// control API.
-func BuildkitContent(c *bkclient.Client) Source {
-	return proxy.NewContentStore(c.ContentClient())
 }
 
 func (s *leasedStore) Written() int64 { return s.written.Load() }
@@ -323,9 +296,9 @@ func (w *bufferedWriter) Close() error {
 	return err
 }
 
-// ManifestDescriptor returns the descriptor of the manifest an OCI export
+// manifestDescriptor returns the descriptor of the manifest an OCI export
 // wrote, from the exporter response.
-func ManifestDescriptor(ctx context.Context, p content.InfoProvider, resp map[string]string) (ocispecs.Descriptor, error) {
+func manifestDescriptor(ctx context.Context, p content.InfoProvider, resp map[string]string) (ocispecs.Descriptor, error) {
 	if v, ok := resp[exptypes.ExporterImageDescriptorKey]; ok {
 		dt, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {
@@ -348,56 +321,8 @@ func ManifestDescriptor(ctx context.Context, p content.InfoProvider, resp map[st
 	return ocispecs.Descriptor{MediaType: ocispecs.MediaTypeImageManifest, Digest: dgst, Size: info.Size}, nil
 }
 
-// PlatformManifest returns the manifest of target for the platform (target
-// itself when it is a manifest) and the platform the image config names.
-func PlatformManifest(ctx context.Context, p content.Provider, target ocispecs.Descriptor, want platforms.MatchComparer) (ocispecs.Descriptor, ocispecs.Platform, error) {
-	desc := target
-	if images.IsIndexType(target.MediaType) {
-		dt, err := content.ReadBlob(ctx, p, target)
-		if err != nil {
-			return desc, ocispecs.Platform{}, err
-		}
-		var idx ocispecs.Index
-		if err := json.Unmarshal(dt, &idx); err != nil {
-			return desc, ocispecs.Platform{}, err
-		}
-		found := false
-		for _, m := range idx.Manifests {
-			if m.Platform != nil && want.Match(*m.Platform) && images.IsManifestType(m.MediaType) {
-				if !found || want.Less(*m.Platform, *desc.Platform) {
-					desc, found = m, true
-				}
-			}
-		}
-		if !found {
-			return desc, ocispecs.Platform{}, errors.Errorf("no manifest for %s", platforms.FormatAll(platforms.DefaultSpec()))
-		}
-	}
-	dt, err := content.ReadBlob(ctx, p, desc)
-	if err != nil {
-		return desc, ocispecs.Platform{}, errors.Wrap(err, "reading the manifest")
-	}
-	var m ocispecs.Manifest
-	if err := json.Unmarshal(dt, &m); err != nil {
-		return desc, ocispecs.Platform{}, err
-	}
-	cdt, err := content.ReadBlob(ctx, p, m.Config)
-	if err != nil {
-		return desc, ocispecs.Platform{}, errors.Wrap(err, "reading the image config")
-	}
-	var img ocispecs.Image
-	if err := json.Unmarshal(cdt, &img); err != nil {
-		return desc, ocispecs.Platform{}, err
-	}
-	plat := img.Platform
-	if plat.OS == "" {
-		plat = platforms.DefaultSpec()
-	}
-	return desc, platforms.Normalize(plat), nil
-}
-
-// StoreOpt describes an image to land in containerd.
-type StoreOpt struct {
+// storeOpt describes an image to land in containerd.
+type storeOpt struct {
 	// Name is the image record's name.
 	Name string
 	// Manifest is the manifest written into the content store.
@@ -408,11 +333,11 @@ type StoreOpt struct {
 	Store content.Store
 }
 
-// Store labels the image's blobs (a manifest, or an index with its
+// store labels the image's blobs (a manifest, or an index with its
 // attestations) for garbage collection, unpacks the
 // image into the snapshotter and then creates or updates the image record:
 // the record is written last, so a failure leaves none.
-func Store(ctx context.Context, cc *containerd.Client, opt StoreOpt) error {
+func store(ctx context.Context, cc *containerd.Client, opt storeOpt) error {
 	// containerd's own walk labels every parent with its children (an
 	// index its manifests, a manifest its config and layers), so the
 	// garbage collector keeps what the record references.
@@ -423,13 +348,18 @@ func Store(ctx context.Context, cc *containerd.Client, opt StoreOpt) error {
 	if err := containerd.NewImage(cc, img).Unpack(ctx, opt.Snapshotter); err != nil {
 		return errors.Wrapf(err, "unpacking into %s", opt.Snapshotter)
 	}
-	is := cc.ImageService()
+	return record(ctx, cc.ImageService(), img)
+}
+
+// record creates the image record, or points the one of that name at the
+// image.
+func record(ctx context.Context, is images.Store, img images.Image) error {
 	if _, err := is.Create(ctx, img); err != nil {
 		if !errdefs.IsAlreadyExists(err) {
-			return errors.Wrapf(err, "creating image %s", opt.Name)
+			return errors.Wrapf(err, "creating image %s", img.Name)
 		}
 		if _, err := is.Update(ctx, img, "target"); err != nil {
-			return errors.Wrapf(err, "updating image %s", opt.Name)
+			return errors.Wrapf(err, "updating image %s", img.Name)
 		}
 	}
 	return nil

@@ -1,8 +1,7 @@
-package commit
+package container
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pkg/errors"
@@ -82,18 +80,18 @@ func openState(dir *os.File, name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name)), nil
 }
 
-// pauser pauses and resumes a container: through its containerd task, or
+// Pauser pauses and resumes a container: through its containerd task, or
 // through docker for a docker container.
-type pauser interface {
-	state(ctx context.Context) (containerd.ProcessStatus, error)
-	pause(ctx context.Context) error
-	resume(ctx context.Context) error
+type Pauser interface {
+	State(ctx context.Context) (containerd.ProcessStatus, error)
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
 }
 
 // taskPauser pauses a containerd task.
 type taskPauser struct{ t containerd.Task }
 
-func (p taskPauser) state(ctx context.Context) (containerd.ProcessStatus, error) {
+func (p taskPauser) State(ctx context.Context) (containerd.ProcessStatus, error) {
 	s, err := p.t.Status(ctx)
 	if errdefs.IsNotFound(err) {
 		return containerd.Stopped, nil
@@ -101,36 +99,37 @@ func (p taskPauser) state(ctx context.Context) (containerd.ProcessStatus, error)
 	return s.Status, err
 }
 
-func (p taskPauser) pause(ctx context.Context) error  { return p.t.Pause(ctx) }
-func (p taskPauser) resume(ctx context.Context) error { return p.t.Resume(ctx) }
+func (p taskPauser) Pause(ctx context.Context) error  { return p.t.Pause(ctx) }
+func (p taskPauser) Resume(ctx context.Context) error { return p.t.Resume(ctx) }
 
-// guard is what a commit holds while it may pause a container: the
+// Guard is what a commit holds while it may pause a container: the
 // container's lock, and a record that says it paused it.
-type guard struct {
+type Guard struct {
 	dir    *os.File
 	lock   *os.File
 	record string
-	task   pauser
+	task   Pauser
 	id     string
 	warnf  func(string, ...any)
 }
 
-// lockContainer takes the exclusive lock of one container's snapshot, shared
-// by every commit-frontend process on the machine, waiting at most
-// LockTimeout. A container that an earlier commit paused and never resumed
-// (it was killed) is resumed first.
-func lockContainer(ctx context.Context, ns, snapshotter, snapshot, id string, task pauser, warnf func(string, ...any)) (*guard, error) {
+// Lock takes the exclusive lock of the snapshot of tg (a container of
+// namespace ns, named id in messages), shared by every commit-frontend
+// process on the machine, waiting at most LockTimeout. A container that an
+// earlier commit paused and never resumed (it was killed) is resumed first.
+func Lock(ctx context.Context, ns string, tg *Target, id string, warnf func(string, ...any)) (*Guard, error) {
+	snapshotter, snapshot, task := tg.Snapshotter, tg.Snapshot, tg.Pauser
 	dir, err := stateDir()
 	if err != nil {
 		return nil, err
 	}
-	key := sanitizeID(ns) + "_" + sanitizeID(snapshotter) + "_" + digest.FromString(snapshot).Encoded()[:32]
+	key := Sanitize(ns) + "_" + Sanitize(snapshotter) + "_" + digest.FromString(snapshot).Encoded()[:32]
 	f, err := openState(dir, key+".lock")
 	if err != nil {
 		dir.Close()
 		return nil, err
 	}
-	g := &guard{dir: dir, lock: f, record: key + ".paused", task: task, id: id, warnf: warnf}
+	g := &Guard{dir: dir, lock: f, record: key + ".paused", task: task, id: id, warnf: warnf}
 	deadline := time.Now().Add(LockTimeout)
 	told := false
 	for {
@@ -161,14 +160,14 @@ func lockContainer(ctx context.Context, ns, snapshotter, snapshot, id string, ta
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	if err := g.repair(ctx); err != nil {
-		g.unlock()
+		g.Unlock()
 		return nil, err
 	}
 	return g, nil
 }
 
 // holder describes the process holding the lock, as far as its file says.
-func (g *guard) holder() string {
+func (g *Guard) holder() string {
 	buf := make([]byte, 32)
 	n, _ := g.lock.ReadAt(buf, 0)
 	if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
@@ -178,12 +177,12 @@ func (g *guard) holder() string {
 }
 
 // repair resumes a container that a killed commit left paused.
-func (g *guard) repair(ctx context.Context) error {
+func (g *Guard) repair(ctx context.Context) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(int(g.dir.Fd()), g.record, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil
 	}
-	s, err := g.task.state(ctx)
+	s, err := g.task.State(ctx)
 	if err != nil {
 		return errors.Wrapf(err, "container %s: task status", g.id)
 	}
@@ -199,10 +198,10 @@ func (g *guard) repair(ctx context.Context) error {
 	return g.clearRecord()
 }
 
-// pause pauses the container and returns the function that resumes it,
+// Pause pauses the container and returns the function that resumes it,
 // to run on every way out. The record is written first: a commit killed
 // from here on leaves it for the next commit of the container to see.
-func (g *guard) pause(ctx context.Context) (resume func() error, err error) {
+func (g *Guard) Pause(ctx context.Context) (resume func() error, err error) {
 	f, err := openState(g.dir, g.record)
 	if err != nil {
 		return nil, err
@@ -213,7 +212,7 @@ func (g *guard) pause(ctx context.Context) (resume func() error, err error) {
 	// take effect, and the container must then be resumed.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	perr := g.task.pause(pctx)
+	perr := g.task.Pause(pctx)
 	resume = func() error { return g.resume(ctx) }
 	if perr == nil {
 		return resume, nil
@@ -226,7 +225,7 @@ func (g *guard) pause(ctx context.Context) (resume func() error, err error) {
 		if err := g.clearRecord(); err != nil {
 			return nil, err
 		}
-		if st, err := g.task.state(ctx); err == nil && st == containerd.Paused {
+		if st, err := g.task.State(ctx); err == nil && st == containerd.Paused {
 			return func() error { return nil }, nil
 		}
 		return nil, errors.Wrapf(perr, "pausing container %s", g.id)
@@ -248,15 +247,15 @@ func pauseMayHaveTakenEffect(err error) bool {
 
 // resume resumes the container, retrying while containerd does not answer;
 // a task that is not paused (any more) is left as it is.
-func (g *guard) resume(ctx context.Context) error {
+func (g *Guard) resume(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resumeFor)
 	defer cancel()
 	for {
-		err := g.task.resume(rctx)
+		err := g.task.Resume(rctx)
 		if err == nil {
 			return g.clearRecord()
 		}
-		if s, serr := g.task.state(rctx); serr == nil && s != containerd.Paused {
+		if s, serr := g.task.State(rctx); serr == nil && s != containerd.Paused {
 			return g.clearRecord()
 		}
 		select {
@@ -267,92 +266,20 @@ func (g *guard) resume(ctx context.Context) error {
 	}
 }
 
-func (g *guard) clearRecord() error {
+func (g *Guard) clearRecord() error {
 	if err := unix.Unlinkat(int(g.dir.Fd()), g.record, 0); err != nil && err != unix.ENOENT {
 		return errors.Wrap(err, "removing the pause record")
 	}
 	return nil
 }
 
-// unlock releases the lock.
-func (g *guard) unlock() {
+// Unlock releases the lock.
+func (g *Guard) Unlock() {
 	_ = unix.Flock(int(g.lock.Fd()), unix.LOCK_UN)
 	g.close()
 }
 
-func (g *guard) close() {
+func (g *Guard) close() {
 	g.lock.Close()
 	g.dir.Close()
-}
-
-// Lease labels that tie a lease to the process that made it.
-const (
-	leasePIDLabel   = "commit-frontend/pid"
-	leaseStartLabel = "commit-frontend/start"
-	leaseBootLabel  = "commit-frontend/boot"
-	leasePIDNSLabel = "commit-frontend/pidns"
-)
-
-// leaseLabels names this process: its pid and its start time, so that a
-// pid used again later is not taken for it.
-func leaseLabels() map[string]string {
-	pid := os.Getpid()
-	return map[string]string{leasePIDLabel: strconv.Itoa(pid), leaseStartLabel: procStart(pid), leaseBootLabel: bootID(), leasePIDNSLabel: pidNamespace()}
-}
-
-// pidNamespace names this process's PID namespace ("pid:[INODE]"): a pid is
-// only comparable with pids of the same namespace.
-func pidNamespace() string {
-	ns, _ := os.Readlink("/proc/self/ns/pid")
-	return ns
-}
-
-// bootID names this boot of this machine: a lease of another machine
-// sharing the containerd is never taken for one of a dead local process.
-func bootID() string {
-	dt, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(dt))
-}
-
-// procStart is a process's start time in clock ticks since boot, or "".
-func procStart(pid int) string {
-	dt, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(dt)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		if f := strings.Fields(s[i+1:]); len(f) > 19 {
-			return f[19]
-		}
-	}
-	return ""
-}
-
-// removeStaleLeases deletes the leases of commits whose process is gone (a
-// commit killed with SIGKILL cannot end its own): those of this boot and
-// PID namespace whose pid no longer runs the process that made them.
-func removeStaleLeases(ctx context.Context, cc *containerd.Client) error {
-	lm := cc.LeasesService()
-	ls, err := lm.List(ctx, `labels."`+leasePIDLabel+`"`)
-	if err != nil {
-		return errors.Wrap(err, "listing leases")
-	}
-	boot, pidns := bootID(), pidNamespace()
-	for _, l := range ls {
-		// Only a lease of this boot and this PID namespace names a pid
-		// this process can look up; any other (a commit in a pod beside
-		// the node's) is left to its expiry.
-		if l.Labels[leaseBootLabel] != boot || pidns == "" || l.Labels[leasePIDNSLabel] != pidns {
-			continue
-		}
-		pid, err := strconv.Atoi(l.Labels[leasePIDLabel])
-		if err != nil || (pid > 0 && procStart(pid) == l.Labels[leaseStartLabel] && procStart(pid) != "") {
-			continue
-		}
-		if err := lm.Delete(ctx, leases.Lease{ID: l.ID}); err != nil && !errdefs.IsNotFound(err) {
-			return errors.Wrapf(err, "removing the lease %s of a commit that did not finish", l.ID)
-		}
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package commit
+package solve
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	bkclient "github.com/moby/buildkit/client"
 )
 
-// cacheRecords are the IDs of the records in BuildKit's cache.
-func cacheRecords(ctx context.Context, bk *bkclient.Client) (map[string]bool, error) {
+// CacheRecords are the IDs of the records in BuildKit's cache.
+func CacheRecords(ctx context.Context, bk *bkclient.Client) (map[string]bool, error) {
 	du, err := bk.DiskUsage(ctx)
 	if err != nil {
 		return nil, err
@@ -32,13 +32,13 @@ func commitRecord(u *bkclient.UsageInfo, all bool) bool {
 	return strings.HasPrefix(d, "local source for ") || strings.HasPrefix(d, "COMMIT ") || strings.HasPrefix(d, "[commit] ")
 }
 
-// pruneCommitRecords removes from BuildKit's cache the records that a
+// PruneCommitRecords removes from BuildKit's cache the records that a
 // commit made (not in before: no clock is compared, buildkitd's may be
 // another machine's) and that are its own
 // (commitRecord): a commit leaves no copy of the container's changes
 // behind, as docker commit leaves nothing in docker's build cache. Records
 // still in use by another build are left, as BuildKit's prune leaves them.
-func pruneCommitRecords(ctx context.Context, bk *bkclient.Client, before map[string]bool, all bool) error {
+func PruneCommitRecords(ctx context.Context, bk *bkclient.Client, before map[string]bool, all bool) error {
 	du, err := bk.DiskUsage(ctx)
 	if err != nil {
 		return err

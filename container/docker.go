@@ -1,37 +1,23 @@
-package commit
+package container
 
 import (
 	"context"
-	"net"
 	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
-	bkclient "github.com/moby/buildkit/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	dockercontainer "github.com/moby/moby/api/types/container"
 	dockerclient "github.com/moby/moby/client"
 	"github.com/pkg/errors"
 
+	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
 )
 
 // DockerNamespace is the containerd namespace of Docker Engine's images,
 // containers and snapshots.
 const DockerNamespace = "moby"
-
-// DockerBuildkit is a client of the BuildKit inside dockerd, reached
-// through the Engine API as buildx's docker driver reaches it: gRPC over a
-// hijacked POST /grpc, the session over POST /session.
-func DockerBuildkit(ctx context.Context, dc *dockerclient.Client) (*bkclient.Client, error) {
-	return bkclient.New(ctx, "",
-		bkclient.WithContextDialer(func(context.Context, string) (net.Conn, error) {
-			return dc.DialHijack(ctx, "/grpc", "h2c", nil)
-		}),
-		bkclient.WithSessionDialer(func(ctx context.Context, proto string, meta map[string][]string) (net.Conn, error) {
-			return dc.DialHijack(ctx, "/session", proto, meta)
-		}))
-}
 
 // DockerContainerd is where a Docker Engine keeps its containers and
 // images in containerd.
@@ -73,7 +59,7 @@ type dockerPauser struct {
 	id string
 }
 
-func (p *dockerPauser) state(ctx context.Context) (containerd.ProcessStatus, error) {
+func (p *dockerPauser) State(ctx context.Context) (containerd.ProcessStatus, error) {
 	r, err := p.dc.ContainerInspect(ctx, p.id, dockerclient.ContainerInspectOptions{})
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -92,66 +78,64 @@ func (p *dockerPauser) state(ctx context.Context) (containerd.ProcessStatus, err
 	return containerd.Stopped, nil
 }
 
-func (p *dockerPauser) pause(ctx context.Context) error {
+func (p *dockerPauser) Pause(ctx context.Context) error {
 	_, err := p.dc.ContainerPause(ctx, p.id, dockerclient.ContainerPauseOptions{})
 	return err
 }
 
-func (p *dockerPauser) resume(ctx context.Context) error {
+func (p *dockerPauser) Resume(ctx context.Context) error {
 	_, err := p.dc.ContainerUnpause(ctx, p.id, dockerclient.ContainerUnpauseOptions{})
 	return err
 }
 
-// resolveDocker finds a docker container by name, ID or unique ID prefix:
+// FindDocker finds a docker container by name, ID or unique ID prefix:
 // its snapshot (keyed by its ID; docker's init layer below it stays out of
 // the commit), its image in containerd, and the image config docker commit
 // would write (the container's config with the changes applied).
-func resolveDocker(ctx context.Context, opt Options) (*target, *dockerspec.DockerOCIImageConfig, error) {
-	dc := opt.Docker
-	r, err := dc.ContainerInspect(ctx, opt.Container, dockerclient.ContainerInspectOptions{})
+func FindDocker(ctx context.Context, dc *dockerclient.Client, cc *containerd.Client, id, snapshotter string, changes []string) (*Target, *dockerspec.DockerOCIImageConfig, error) {
+	r, err := dc.ContainerInspect(ctx, id, dockerclient.ContainerInspectOptions{})
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return nil, nil, errors.Errorf("no such docker container: %s (docker at %s)", opt.Container, dc.DaemonHost())
+			return nil, nil, errors.Errorf("no such docker container: %s (docker at %s)", id, dc.DaemonHost())
 		}
-		return nil, nil, errors.Wrapf(err, "docker container %s", opt.Container)
+		return nil, nil, errors.Wrapf(err, "docker container %s", id)
 	}
 	ct := r.Container
 	info, err := dc.Info(ctx, dockerclient.InfoOptions{})
 	if err != nil {
 		return nil, nil, errors.Wrap(err, "docker info")
 	}
-	tg := &target{snapshotter: info.Info.Driver, snapshot: ct.ID, pauser: &dockerPauser{dc: dc, id: ct.ID}}
-	if opt.Snapshotter != "" {
-		tg.snapshotter = opt.Snapshotter
+	tg := &Target{Snapshotter: info.Info.Driver, Snapshot: ct.ID, Pauser: &dockerPauser{dc: dc, id: ct.ID}}
+	if snapshotter != "" {
+		tg.Snapshotter = snapshotter
 	}
 	if ct.Config != nil {
-		tg.createdBy = strings.Join(ct.Config.Cmd, " ")
+		tg.CreatedBy = strings.Join(ct.Config.Cmd, " ")
 	}
-	cc := opt.Containerd
 	imgs, err := cc.ImageService().List(ctx, "target.digest=="+ct.Image)
 	if err != nil {
-		return nil, nil, errors.Wrapf(err, "finding image %s of container %s", ct.Image, opt.Container)
+		return nil, nil, errors.Wrapf(err, "finding image %s of container %s", ct.Image, id)
 	}
-	chain, err := parentChain(ctx, cc, tg.snapshotter, tg.snapshot)
+	chain, err := parentChain(ctx, cc, tg.Snapshotter, tg.Snapshot)
 	if err != nil {
-		return nil, nil, errors.Wrapf(err, "docker container %s", opt.Container)
+		return nil, nil, errors.Wrapf(err, "docker container %s", id)
 	}
-	b, _, err := findBase(ctx, cc, chain, imgs, "docker container "+opt.Container)
+	b, _, err := findBase(ctx, cc, chain, imgs, "docker container "+id)
 	if err != nil {
 		return nil, nil, err
 	}
-	tg.image, tg.manifest, tg.platform = b.image, b.manifest, b.platform
-	cfg, err := dockerCommitConfig(ct.Config, opt.Changes)
+	tg.Image, tg.Manifest, tg.Platform = b.image, b.manifest, b.platform
+	cfg, err := DockerCommitConfig(ct.Config, changes)
 	if err != nil {
 		return nil, nil, err
 	}
 	return tg, cfg, nil
 }
 
-// dockerCommitConfig is the image config docker commit writes: the
+// DockerCommitConfig is the image config docker commit writes: the
 // container's config converted as moby's containerd image store converts
 // it, with the changes applied by docker's rules.
-func dockerCommitConfig(c *dockercontainer.Config, changes []string) (*dockerspec.DockerOCIImageConfig, error) {
+func DockerCommitConfig(c *dockercontainer.Config, changes []string) (*dockerspec.DockerOCIImageConfig, error) {
 	img := &dockerspec.DockerOCIImage{}
 	if c != nil {
 		cfg := &img.Config
@@ -169,7 +153,7 @@ func dockerCommitConfig(c *dockercontainer.Config, changes []string) (*dockerspe
 		}
 		cfg.OnBuild, cfg.Shell = c.OnBuild, c.Shell
 	}
-	cmds, err := parseChanges(changes)
+	cmds, err := commitfile.ParseChangeFlags(changes)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,52 @@
+package commit
+
+import (
+	containerd "github.com/containerd/containerd/v2/client"
+	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
+	dockerclient "github.com/moby/moby/client"
+	"github.com/pkg/errors"
+)
+
+// Client holds the connections every commit, build and builder step goes
+// through; what differs from call to call is in the call's options.
+type Client struct {
+	// Containerd is a client of the containerd holding the containers and
+	// the image store, with Namespace as its default namespace.
+	Containerd *containerd.Client
+	// Namespace is the containerd namespace (for labels and messages).
+	Namespace string
+	// Buildkit is a client of the buildkitd that computes the layers.
+	Buildkit *bkclient.Client
+	// BuildkitIsDocker tells that Buildkit is dockerd's own BuildKit
+	// (solve.ConnectDocker): images land through its exporter, straight
+	// into docker's image store.
+	BuildkitIsDocker bool
+	// Docker is the Engine API of the Docker Engine whose containers are
+	// committed with Options.Docker; Containerd is then dockerd's
+	// containerd, in its namespace.
+	Docker *dockerclient.Client
+	// Session holds what the BuildKit session offers besides the change
+	// set and the images read: registry credentials (solve.DockerAuth),
+	// for a base pulled from a registry or a pushed output.
+	Session []session.Attachable
+	// Progress is the progress display mode, as buildctl's --progress;
+	// "" and "quiet" show nothing.
+	Progress string
+	// Warnf, when set, is told what the user should know that is not an
+	// error: a wait for another commit, a moved tag, a left-out path.
+	Warnf func(format string, args ...any)
+}
+
+func (c *Client) check() error {
+	if c.Containerd == nil || c.Buildkit == nil {
+		return errors.New("commit needs a containerd and a buildkitd client")
+	}
+	return nil
+}
+
+func (c *Client) warnf(format string, args ...any) {
+	if c.Warnf != nil {
+		c.Warnf(format, args...)
+	}
+}

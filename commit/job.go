@@ -1,0 +1,200 @@
+package commit
+
+import (
+	"context"
+	"io"
+	gofs "io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/container"
+	"github.com/commit-frontend/commit-frontend/exporter"
+	"github.com/commit-frontend/commit-frontend/frontend"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/platforms"
+	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	"github.com/moby/buildkit/frontend/dockerui"
+	"github.com/moby/buildkit/session/filesync"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pkg/errors"
+)
+
+// The named contexts a commit gives the frontend: the container's base
+// image and the --squash-since image.
+const (
+	baseContext   = "base"
+	squashContext = "squash-base"
+)
+
+// job is one solve that lands an image: a commit or a builder step.
+type job struct {
+	*Client
+	container string
+	// target holds the snapshot (empty snapshot: none) and the base
+	// (empty manifest digest: scratch).
+	target *container.Target
+	pause  bool
+	name   string
+	// opts are the frontend options; run adds the contexts.
+	opts *frontend.Options
+
+	outputs []bkclient.ExportEntry
+	layer   exporter.Layer
+	exclude []string
+	// squashRoot is the manifest of the --squash-since image.
+	squashRoot ocispecs.Descriptor
+}
+
+// run reads the change set, solves and lands, in that order; what each
+// stage holds (the landing's lease, the container's pause and lock, the
+// commit's records in BuildKit's cache) ends on every way out.
+func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
+	tg := j.target
+	// What the solve leaves in BuildKit's cache that is the commit's own
+	// goes when the commit ends, on every path.
+	if before, err := solve.CacheRecords(ctx, j.Buildkit); err == nil {
+		defer func() {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := solve.PruneCommitRecords(pctx, j.Buildkit, before, j.BuildkitIsDocker); err != nil {
+				j.warnf("removing the commit's records from BuildKit's cache: %v", err)
+			}
+		}()
+	}
+	// Everything written from here on is held by a lease until the image
+	// record references it; the lease ends with the commit, on every path.
+	l, err := exporter.Begin(ctx, j.Containerd, j.Namespace, j.Buildkit)
+	if err != nil {
+		return nil, err
+	}
+	defer l.End(&retErr)
+	storeID := "containerd-" + container.Sanitize(j.Namespace)
+	var roots []ocispecs.Descriptor
+	if tg.Manifest.Digest != "" {
+		roots = append(roots, tg.Manifest)
+	}
+	if j.squashRoot.Digest != "" {
+		roots = append(roots, j.squashRoot)
+	}
+	// buildkitd reads the base and writes the export through the session,
+	// and gets nothing more of the namespace.
+	sessionStore, err := l.SessionStore(roots...)
+	if err != nil {
+		return nil, errors.Wrap(err, "the base image's blobs")
+	}
+
+	fo := j.opts.Clone()
+	fo.Contexts = map[string]string{}
+	if j.squashRoot.Digest != "" {
+		fo.Contexts[squashContext] = frontend.OCILayoutContext(storeID, j.squashRoot.Digest)
+	}
+	fo.Platform = platforms.FormatAll(tg.Platform)
+	switch {
+	case tg.Remote != "":
+		// The base's layers were discarded after unpacking: BuildKit
+		// fetches them from the base's registry, by digest.
+		fo.Base = baseContext
+		fo.Contexts[baseContext] = frontend.ImageContext(tg.Remote)
+	case tg.Manifest.Digest != "":
+		fo.Base = baseContext
+		fo.Contexts[baseContext] = frontend.OCILayoutContext(storeID, tg.Manifest.Digest)
+	default:
+		fo.Base = frontend.Scratch
+	}
+	so := bkclient.SolveOpt{OCIStores: map[string]content.Store{storeID: sessionStore}, Session: j.Session}
+	// BuildKit's Dockerfile converter reads .dockerignore from the main
+	// context whatever the build: a commit's is empty.
+	dirs := filesync.StaticDirSource{dockerui.DefaultLocalNameContext: emptyContext{}}
+
+	toStore := len(j.outputs) == 0
+	so.Exports, err = l.Exports(ctx, exporter.ExportOpt{
+		Outputs: j.outputs, Name: j.name, Snapshotter: tg.Snapshotter, Docker: j.BuildkitIsDocker, SessionStore: sessionStore,
+		Layer:       j.layer,
+		OneManifest: fo.Provenance == "",
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// A change set that fails as it streams stops the solve with its error.
+	solveCtx, stopSolve := context.WithCancelCause(ctx)
+	defer stopSolve(nil)
+	res := &Result{}
+	if tg.Snapshot != "" {
+		cs, err := j.readChanges(l.Context(), exporter.Record(so.Exports), func(err error) { stopSolve(err) })
+		if err != nil {
+			return nil, err
+		}
+		// The container is resumed as soon as its changes have crossed the
+		// session, and on every way out at the latest; a staged copy goes
+		// with the commit.
+		defer cs.remove()
+		defer func() {
+			if err := cs.release(); err != nil && retErr == nil {
+				retErr = err
+			}
+			res.Paused = cs.paused
+		}()
+		res.ChangeSet = *cs.m
+		// The change set's name is what provenance records of it.
+		local := "rootfs"
+		if fo.Provenance != "" {
+			local = "container-" + container.Sanitize(j.Namespace) + "-" + container.Sanitize(j.container)
+		}
+		dirs[local] = cs.fs
+		fo.Commit, fo.CommitTree = local, cs.tree
+		res.Transfer = "tar"
+		if cs.tree {
+			res.Transfer = "tree"
+		}
+	}
+	// The session serves the directories itself, owners as they are:
+	// BuildKit's client would give every entry of LocalMounts to root.
+	so.Session = append(slices.Clone(so.Session), filesync.NewFSSyncProvider(dirs))
+	if so.FrontendAttrs, err = fo.Attrs(); err != nil {
+		return nil, err
+	}
+
+	progress := j.Progress
+	if progress == "" {
+		progress = "quiet"
+	}
+	// The solve runs on ctx, not the landing's context: that carries the
+	// lease as gRPC metadata, which buildkitd would take for a lease of
+	// its own.
+	resp, err := solve.Run(solveCtx, j.Buildkit, so, progress)
+	if cause := context.Cause(solveCtx); cause != nil && ctx.Err() == nil {
+		// Also when BuildKit took the short tar for a whole one.
+		return nil, cause
+	}
+	if err != nil {
+		if tg.Remote != "" && ctx.Err() == nil {
+			err = errors.Wrapf(err, "the base image's layers are not in containerd's content store (discarded after unpacking), and BuildKit fetches them from %s", tg.Remote)
+		}
+		return nil, errors.Wrap(err, "committing through buildkitd")
+	}
+	res.ExporterResponse = resp.ExporterResponse
+	res.ImageID = digest.Digest(resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey])
+	if !toStore {
+		return res, nil
+	}
+	landed, err := l.Land(resp.ExporterResponse, []string{j.name}, tg.Snapshotter)
+	if err != nil {
+		return nil, err
+	}
+	res.land(landed)
+	return res, nil
+}
+
+// emptyContext is an empty directory tree.
+type emptyContext struct{}
+
+func (emptyContext) Walk(context.Context, string, gofs.WalkDirFunc) error { return nil }
+
+func (emptyContext) Open(p string) (io.ReadCloser, error) {
+	return nil, &os.PathError{Op: "open", Path: p, Err: os.ErrNotExist}
+}
