@@ -1,7 +1,13 @@
-// Package changeset defines the change set that carries a container's
-// filesystem changes into a build, and reads one from a snapshot.
+// Package changeset reads a container's filesystem changes (from an
+// overlay upper directory, or by a walk of a snapshot against its parent)
+// into a change set, and makes it something a BuildKit session carries.
 //
-// A change-set context is a directory with three files:
+// The readers write into a Writer, which decides what goes in and hands
+// each entry to one of its sinks: a change set staged whole in a
+// directory (Create), or a Plan streamed later (Stream), whose contents
+// are read from the same inodes only when a transport asks. A change set
+// crosses the session in one of two forms. As a change-set directory
+// (staged, or Plan.TarFS) of three files:
 //
 //	CHANGESET    JSON manifest: {"version":1,"entries":N,"whiteouts":M}
 //	changes.tar  the added and modified entries, as a tar rooted at /
@@ -9,9 +15,10 @@
 //
 // The tar keeps owners, the security.capability xattr and names that are
 // not UTF-8 across a session; deletions travel apart because extracting a
-// tar applies no whiteouts. A streamed change set whose files are large
-// enough, and that the session's file transfer can carry, crosses instead as
-// the tree it describes (Writer.TreeFS: each removal a 0/0 whiteout device).
+// tar applies no whiteouts. Or, for a Plan the session's file transfer can
+// carry (Plan.TreeOK), as the tree it describes (Plan.TreeFS: each removal
+// a 0/0 whiteout device), with no tar to extract; the commit takes the
+// tree when the files average 64 KiB or more.
 package changeset
 
 import (

@@ -37,10 +37,8 @@ func FromUpperdir(ctx context.Context, upper string, opt UpperOpt, w *Writer) er
 	if err != nil {
 		return errors.Wrap(err, "reading the upper directory")
 	}
-	if w.plan != nil {
-		// The contents are read from it again as the tar streams.
-		w.plan.root = root
-	} else {
+	// A sink that reads the contents after the walk keeps the directory.
+	if !w.sink.from(root) {
 		defer root.Close()
 	}
 	return fromUpperdir(ctx, rn, opt, w)

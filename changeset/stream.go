@@ -33,36 +33,58 @@ type planned struct {
 	ctime    unix.Timespec
 }
 
-// plan is what a streaming Writer keeps of the walk.
-type plan struct {
+// A Plan is a streamed change set: the walk (through the Writer Stream
+// returns) keeps every header and the inode each file's contents are to
+// be read from, and the contents are read only when a transport asks for
+// them — TarFS, the change-set tar, or TreeFS, the tree it describes.
+type Plan struct {
 	records map[string]string
 	entries []planned
 	size    int64
+	m       Manifest
+	rm      removals
 	// root is the upper directory the contents are read from again.
 	root *os.File
-	// cur is the regular file add is writing, for WriteEntry.
-	cur *node
 }
 
-// Stream starts a change set whose tar is written only when it is read
-// (see Writer.FS). records are as for Create.
-func Stream(records map[string]string) *Writer {
-	w := &Writer{
-		m:     Manifest{Version: Version},
-		links: map[inode]string{},
-		plan:  &plan{records: records},
-	}
-	w.plan.size = headerSize(globalHeader(records))
-	return w
+// Stream starts a streamed change set: the Writer the readers write into,
+// and the Plan the transports read from once it is closed. records are
+// as for Create.
+func Stream(records map[string]string) (*Writer, *Plan) {
+	p := &Plan{records: records}
+	p.size = headerSize(globalHeader(records))
+	return newWriter(p), p
 }
 
-func globalHeader(records map[string]string) *tar.Header {
-	pax := map[string]string{"COMMIT_FRONTEND.version": "1"}
-	for k, v := range records {
-		pax["COMMIT_FRONTEND."+k] = v
-	}
-	return &tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: HeaderName, PAXRecords: pax, Format: tar.FormatPAX}
+func (p *Plan) from(root *os.File) bool {
+	p.root = root
+	return true
 }
+
+func (p *Plan) entry(h *tar.Header, n *node, _ io.Reader) error {
+	e := planned{h: h}
+	if h.Typeflag == tar.TypeReg && h.Size > 0 {
+		if n == nil {
+			return errors.Errorf("change set: %q: a streamed change set reads contents only from the tree it walked", h.Name)
+		}
+		e.dev, e.ino, e.ctime = n.st.Dev, n.st.Ino, n.st.Ctim
+	}
+	p.size += headerSize(h)
+	if h.Typeflag == tar.TypeReg {
+		p.size += (h.Size + 511) &^ 511
+	}
+	p.entries = append(p.entries, e)
+	return nil
+}
+
+func (p *Plan) close(m *Manifest, rm removals) error {
+	// A tar ends with two zero blocks.
+	m.TarSize = p.size + 1024
+	p.m, p.rm = *m, rm
+	return nil
+}
+
+func (p *Plan) abort() { p.Release() }
 
 type countWriter struct{ n int64 }
 
@@ -81,37 +103,23 @@ func headerSize(h *tar.Header) int64 {
 	return c.n
 }
 
-// planEntry records an entry of a streamed tar.
-func (w *Writer) planEntry(h *tar.Header) {
-	e := planned{h: h}
-	if n := w.plan.cur; n != nil && h.Typeflag == tar.TypeReg {
-		e.dev, e.ino, e.ctime = n.st.Dev, n.st.Ino, n.st.Ctim
-	}
-	w.plan.size += headerSize(h)
-	if h.Typeflag == tar.TypeReg {
-		w.plan.size += (h.Size + 511) &^ 511
-		w.m.Bytes += h.Size
-	}
-	w.plan.entries = append(w.plan.entries, e)
-	w.m.Entries++
-}
-
-// Release closes what a streamed change set holds of the tree.
-func (w *Writer) Release() {
-	if w.plan != nil && w.plan.root != nil {
-		w.plan.root.Close()
-		w.plan.root = nil
+// Release closes what the plan holds of the tree. The transports read
+// nothing after it.
+func (p *Plan) Release() {
+	if p.root != nil {
+		p.root.Close()
+		p.root = nil
 	}
 }
 
 // writeTar writes the streamed tar to out, reading each file again.
-func (w *Writer) writeTar(ctx context.Context, out io.Writer) error {
+func (p *Plan) writeTar(ctx context.Context, out io.Writer) error {
 	tw := tar.NewWriter(out)
-	if err := tw.WriteHeader(globalHeader(w.plan.records)); err != nil {
+	if err := tw.WriteHeader(globalHeader(p.records)); err != nil {
 		return err
 	}
 	buf := make([]byte, 1<<20)
-	for _, e := range w.plan.entries {
+	for _, e := range p.entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -122,7 +130,7 @@ func (w *Writer) writeTar(ctx context.Context, out io.Writer) error {
 		if h.Typeflag != tar.TypeReg || h.Size == 0 {
 			continue
 		}
-		if err := w.copyFile(tw, e, buf); err != nil {
+		if err := p.copyFile(tw, e, buf); err != nil {
 			return err
 		}
 	}
@@ -131,12 +139,12 @@ func (w *Writer) writeTar(ctx context.Context, out io.Writer) error {
 
 // copyFile writes the contents of a planned regular file: the same inode
 // the walk saw, with the size it saw.
-func (w *Writer) copyFile(out io.Writer, e planned, buf []byte) error {
+func (p *Plan) copyFile(out io.Writer, e planned, buf []byte) error {
 	name := e.h.Name
-	if w.plan.root == nil {
+	if p.root == nil {
 		return errors.Errorf("change set: %q: the tree is no longer open", name)
 	}
-	fd, err := openBeneath(int(w.plan.root.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+	fd, err := openBeneath(int(p.root.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		err = errChanged // moved or removed since the walk
 	}
@@ -166,19 +174,20 @@ func (w *Writer) copyFile(out io.Writer, e planned, buf []byte) error {
 	return checkSize(f, n, e.h.Size)
 }
 
-// FS is the streamed change set as the session's view of a directory: the
-// manifest, the removals, and a tar written while it is read. done is
-// called once, when the tar has been read to its end or its writing
-// failed; on failure the reader only sees the tar end short, and the
-// caller must fail the solve with done's error. Call it after Close.
-func (w *Writer) FS(ctx context.Context, done func(error)) fsutil.FS {
-	dt, _ := json.Marshal(w.m)
-	return &streamFS{w: w, ctx: ctx, manifest: dt, reporter: reporter{done: done}, mtime: time.Now().UnixNano()}
+// TarFS is the streamed change set as the session's view of a change-set
+// directory: the manifest, the removals, and a tar written while it is
+// read. done is called once, when the tar has been read to its end or its
+// writing failed; on failure the reader only sees the tar end short, and
+// the caller must fail the solve with done's error. Call it after the
+// Writer's Close.
+func (p *Plan) TarFS(ctx context.Context, done func(error)) fsutil.FS {
+	dt, _ := json.Marshal(p.m)
+	return &streamFS{p: p, ctx: ctx, manifest: dt, reporter: reporter{done: done}, mtime: time.Now().UnixNano()}
 }
 
 type streamFS struct {
 	reporter
-	w        *Writer
+	p        *Plan
 	ctx      context.Context
 	manifest []byte
 	opened   atomic.Bool
@@ -211,8 +220,8 @@ func (s *streamFS) files() []*types.Stat {
 	}
 	return []*types.Stat{
 		st(ManifestFile, int64(len(s.manifest))),
-		st(TarFile, s.w.m.TarSize),
-		st(WhiteoutFile, int64(len(s.w.wh))),
+		st(TarFile, s.p.m.TarSize),
+		st(WhiteoutFile, int64(len(s.p.rm.encoded))),
 	}
 }
 
@@ -233,7 +242,7 @@ func (s *streamFS) Open(p string) (io.ReadCloser, error) {
 	case ManifestFile:
 		return io.NopCloser(bytes.NewReader(s.manifest)), nil
 	case WhiteoutFile:
-		return io.NopCloser(bytes.NewReader(s.w.wh)), nil
+		return io.NopCloser(bytes.NewReader(s.p.rm.encoded)), nil
 	case TarFile:
 	default:
 		return nil, &os.PathError{Op: "open", Path: p, Err: os.ErrNotExist}
@@ -248,9 +257,9 @@ func (s *streamFS) Open(p string) (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		cw := &countWriter{}
-		err := s.w.writeTar(s.ctx, io.MultiWriter(pw, cw))
-		if err == nil && cw.n != s.w.m.TarSize {
-			err = errors.Errorf("change set: the tar came to %d bytes, not the %d the walk counted", cw.n, s.w.m.TarSize)
+		err := s.p.writeTar(s.ctx, io.MultiWriter(pw, cw))
+		if err == nil && cw.n != s.p.m.TarSize {
+			err = errors.Errorf("change set: the tar came to %d bytes, not the %d the walk counted", cw.n, s.p.m.TarSize)
 		}
 		s.finish(err)
 		// The error goes to done, not to the reader: BuildKit's file

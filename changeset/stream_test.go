@@ -13,19 +13,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func streamUpper(t *testing.T, upper string) (*Writer, *Manifest) {
+func streamUpper(t *testing.T, upper string) (*Plan, *Manifest) {
 	t.Helper()
-	w := Stream(map[string]string{"layer": "gzip::"})
+	w, p := Stream(map[string]string{"layer": "gzip::"})
 	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, w))
 	m, err := w.Close()
 	must(t, err)
-	return w, m
+	return p, m
 }
 
-func readAll(t *testing.T, w *Writer, name string) ([]byte, error) {
+func readAll(t *testing.T, p *Plan, name string) ([]byte, error) {
 	t.Helper()
 	var doneErr error
-	fs := w.FS(context.Background(), func(err error) { doneErr = err })
+	fs := p.TarFS(context.Background(), func(err error) { doneErr = err })
 	rc, err := fs.Open(name)
 	must(t, err)
 	defer rc.Close()
@@ -113,7 +113,7 @@ func TestStreamOnce(t *testing.T) {
 	w, _ := streamUpper(t, upper)
 	defer w.Release()
 	var errs []error
-	fs := w.FS(context.Background(), func(err error) { errs = append(errs, err) })
+	fs := w.TarFS(context.Background(), func(err error) { errs = append(errs, err) })
 	rc, err := fs.Open(TarFile)
 	must(t, err)
 	_, err = io.ReadAll(rc)

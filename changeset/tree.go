@@ -30,27 +30,20 @@ import (
 const capabilityXattr = "security.capability"
 
 // TreeOK reports why the change set cannot cross the session as a tree,
-// or nil when it can: it must be streamed (Stream), have at least one
+// or nil when it can: it must have at least one
 // change, no replaced directory (a transferred directory cannot say it
 // hides the one below), no name that is not UTF-8 (the session's messages
 // are protocol buffers), no file capabilities, and every entry's parent
 // directory in the change set.
-func (w *Writer) TreeOK() error {
-	if w.plan == nil {
-		return errors.New("the change set is not streamed")
+func (p *Plan) TreeOK() error {
+	if len(p.rm.opaque) > 0 {
+		return errors.Errorf("%q replaces a directory", p.rm.opaque[0])
 	}
-	deleted, opaque, err := ParseWhiteouts(w.wh)
-	if err != nil {
-		return err
-	}
-	if len(opaque) > 0 {
-		return errors.Errorf("%q replaces a directory", opaque[0])
-	}
-	if len(w.plan.entries) == 0 && len(deleted) == 0 {
+	if len(p.entries) == 0 && len(p.rm.deleted) == 0 {
 		return errors.New("nothing changed")
 	}
 	dirs := map[string]bool{"": true}
-	for _, e := range w.plan.entries {
+	for _, e := range p.entries {
 		name := strings.TrimSuffix(e.h.Name, "/")
 		if !utf8.ValidString(name) || !utf8.ValidString(e.h.Linkname) {
 			return errors.Errorf("%q is not UTF-8", name)
@@ -62,13 +55,13 @@ func (w *Writer) TreeOK() error {
 			dirs[name] = true
 		}
 	}
-	for _, e := range w.plan.entries {
+	for _, e := range p.entries {
 		name := strings.TrimSuffix(e.h.Name, "/")
 		if !dirs[parentDir(name)] {
 			return errors.Errorf("%q comes without its directory", name)
 		}
 	}
-	for _, d := range deleted {
+	for _, d := range p.rm.deleted {
 		d = strings.TrimSuffix(d, "/")
 		if !utf8.ValidString(d) {
 			return errors.Errorf("removed %q is not UTF-8", d)
@@ -102,17 +95,13 @@ type treeEntry struct {
 // every regular file has been read to its end or a read failed (the
 // reader then sees the file end short, and the caller must fail the solve
 // with done's error).
-func (w *Writer) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) {
-	if err := w.TreeOK(); err != nil {
+func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) {
+	if err := p.TreeOK(); err != nil {
 		return nil, err
 	}
-	deleted, _, err := ParseWhiteouts(w.wh)
-	if err != nil {
-		return nil, err
-	}
-	t := &treeFS{w: w, ctx: ctx, reporter: reporter{done: done}, byPath: map[string]*treeEntry{}}
-	for i := range w.plan.entries {
-		e := &w.plan.entries[i]
+	t := &treeFS{p: p, ctx: ctx, reporter: reporter{done: done}, byPath: map[string]*treeEntry{}}
+	for i := range p.entries {
+		e := &p.entries[i]
 		st, err := treeStat(e.h)
 		if err != nil {
 			return nil, err
@@ -124,7 +113,7 @@ func (w *Writer) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error
 		}
 		t.add(te)
 	}
-	for _, d := range deleted {
+	for _, d := range p.rm.deleted {
 		d = strings.TrimSuffix(d, "/")
 		if _, ok := t.byPath[d]; ok {
 			return nil, errors.Errorf("change set: %q is both changed and removed", d)
@@ -211,7 +200,7 @@ func treeStat(h *tar.Header) (*types.Stat, error) {
 
 type treeFS struct {
 	reporter
-	w       *Writer
+	p       *Plan
 	ctx     context.Context
 	entries []*treeEntry
 	byPath  map[string]*treeEntry
@@ -267,7 +256,7 @@ func (t *treeFS) Open(p string) (io.ReadCloser, error) {
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		err := t.w.copyFile(pw, *e.e, make([]byte, 1<<20))
+		err := t.p.copyFile(pw, *e.e, make([]byte, 1<<20))
 		if err == nil {
 			err = t.ctx.Err()
 		}

@@ -2,11 +2,10 @@ package changeset
 
 import (
 	"archive/tar"
-	"encoding/json"
 	"io"
 	"os"
 	"path"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,17 +42,19 @@ const (
 // depend on how the layer is to be written.
 const HeaderName = "commit-frontend.changeset"
 
-// Writer writes a change-set context directory.
+// Writer is what the readers (FromUpperdir, FromDiff) write a change set
+// into: it decides what goes in — exclude patterns, names a layer cannot
+// hold, hard links, the limits — and counts it, and hands every entry and
+// the removals to its sink, which makes the change set something the
+// session can carry: a staged directory (Create) or a plan streamed later
+// (Stream).
 type Writer struct {
-	dir          string
-	f            *os.File
-	tw           *tar.Writer
-	wh           []byte
+	sink         sink
+	removals     removals
 	removalBytes int
 	holes        int64
 	m            Manifest
 	links        map[inode]string
-	buf          []byte
 	exclude      *patternmatcher.PatternMatcher
 	// patterns are the exclude patterns that leave paths out, each with
 	// a matcher of its own, to tell which excluded nothing.
@@ -64,9 +65,45 @@ type Writer struct {
 	// exactLinkTimes leaves hard-linked files' mtimes as they are
 	// (ExactLinkTimes).
 	exactLinkTimes bool
-	// plan, for a streamed change set (Stream), keeps the headers instead
-	// of writing the tar.
-	plan *plan
+}
+
+// A sink receives what a Writer accepts.
+type sink interface {
+	// from is told the directory the entries are read from; a sink that
+	// reads contents after the walk keeps it and returns true, else the
+	// reader closes it when the walk ends.
+	from(root *os.File) bool
+	// entry takes one entry. A regular file's h.Size bytes of contents
+	// come from n, the inode the walk found, or, for an entry not read
+	// from a tree (n nil), from r.
+	entry(h *tar.Header, n *node, r io.Reader) error
+	// close ends the change set: m is its manifest (the sink sets
+	// TarSize), rm its removals.
+	close(m *Manifest, rm removals) error
+	// abort drops what the sink holds or wrote.
+	abort()
+}
+
+// removals are a change set's deletions and replaced directories, in the
+// order written, and their encoding (the whiteouts file).
+type removals struct {
+	deleted, opaque []string
+	encoded         []byte
+}
+
+// newWriter starts a change set written into s.
+func newWriter(s sink) *Writer {
+	return &Writer{sink: s, m: Manifest{Version: Version}, links: map[inode]string{}}
+}
+
+// globalHeader is the change set's first header: HeaderName, the format
+// version, and records (see Create).
+func globalHeader(records map[string]string) *tar.Header {
+	pax := map[string]string{"COMMIT_FRONTEND.version": strconv.Itoa(Version)}
+	for k, v := range records {
+		pax["COMMIT_FRONTEND."+k] = v
+	}
+	return &tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: HeaderName, PAXRecords: pax, Format: tar.FormatPAX}
 }
 
 // excludePattern is one pattern that leaves paths out.
@@ -170,36 +207,15 @@ func (w *Writer) excluded(rel string, dir bool) (skip, descend bool) {
 
 type inode struct{ dev, ino uint64 }
 
-// Create starts a change set in dir, which must exist and be empty.
-// records are written into the tar's first header; they change nothing
-// that is extracted, only the tar's bytes.
-func Create(dir string, records map[string]string) (*Writer, error) {
-	f, err := os.OpenFile(filepath.Join(dir, TarFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, errors.Wrap(err, "creating the change set")
-	}
-	w := &Writer{
-		dir:   dir,
-		f:     f,
-		tw:    tar.NewWriter(f),
-		m:     Manifest{Version: Version},
-		links: map[inode]string{},
-		buf:   make([]byte, 1<<20),
-	}
-	pax := map[string]string{"COMMIT_FRONTEND.version": strconv.Itoa(Version)}
-	for k, v := range records {
-		pax["COMMIT_FRONTEND."+k] = v
-	}
-	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: HeaderName, PAXRecords: pax, Format: tar.FormatPAX}); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, errors.Wrap(err, "creating the change set")
-	}
-	return w, nil
+// WriteEntry adds a tar entry whose contents (for a regular file) are read
+// from r. Only a staged change set (Create) takes contents that are not
+// read from a tree.
+func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
+	return w.write(h, nil, r)
 }
 
-// WriteEntry adds a tar entry whose content (for regular files) is read from r.
-func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
+// write hands one entry to the sink, counted and named as a layer names it.
+func (w *Writer) write(h *tar.Header, n *node, r io.Reader) error {
 	if w.m.Entries >= MaxEntries {
 		return errors.Errorf("the change set holds more than %d entries, more than a commit takes; commit fewer files at a time or archive them in the container", MaxEntries)
 	}
@@ -207,22 +223,11 @@ func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
 	if h.Typeflag == tar.TypeLink {
 		h.Linkname = cleanName(h.Linkname, false)
 	}
-	if w.plan != nil {
-		w.planEntry(h)
-		return nil
+	if err := w.sink.entry(h, n, r); err != nil {
+		return err
 	}
-	if err := w.tw.WriteHeader(h); err != nil {
-		return errors.Wrapf(err, "change set: %q", h.Name)
-	}
-	if h.Typeflag == tar.TypeReg && h.Size > 0 {
-		n, err := io.CopyBuffer(w.tw, io.LimitReader(r, h.Size), w.buf)
-		if err != nil {
-			return errors.Wrapf(err, "change set: %q", h.Name)
-		}
-		if n != h.Size {
-			return errors.Errorf("%q shrank while being read (%d of %d bytes): pause the container (--pause) or commit it when it is not writing", h.Name, n, h.Size)
-		}
-		w.m.Bytes += n
+	if h.Typeflag == tar.TypeReg {
+		w.m.Bytes += h.Size
 	}
 	w.m.Entries++
 	return nil
@@ -272,21 +277,7 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 	default:
 		return errors.Errorf("change set: %q has a file type a layer cannot hold (mode %o)", n.rel, st.Mode)
 	}
-	var data *os.File
 	if h.Typeflag == tar.TypeReg {
-		if w.plan == nil {
-			f, err := n.reopen(0)
-			if err != nil {
-				return errors.Wrapf(err, "change set: %q", n.rel)
-			}
-			defer f.Close()
-			data = f
-		} else {
-			// Streamed: the contents are read while the tar crosses the
-			// session, from this same inode.
-			w.plan.cur = n
-			defer func() { w.plan.cur = nil }()
-		}
 		var err error
 		if xattrs, err = n.xattrs(); err != nil {
 			return errors.Wrapf(err, "change set: %q", n.rel)
@@ -327,22 +318,11 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 			h.Typeflag = tar.TypeLink
 			h.Linkname = first
 			h.Size = 0
-			return w.WriteEntry(h, nil)
+			return w.write(h, nil, nil)
 		}
 		w.links[key] = n.rel
 	}
-	if h.Typeflag != tar.TypeReg || h.Size == 0 || data == nil {
-		if data != nil {
-			if err := checkSize(data, n, 0); err != nil {
-				return err
-			}
-		}
-		return w.WriteEntry(h, nil)
-	}
-	if err := w.WriteEntry(h, data); err != nil {
-		return err
-	}
-	return checkSize(data, n, h.Size)
+	return w.write(h, n, nil)
 }
 
 // checkSize fails when the file behind f holds more than size bytes now.
@@ -384,7 +364,12 @@ func (w *Writer) remove(kind byte, p string) error {
 	if w.removalBytes > MaxRemovalBytes {
 		return errors.Errorf("the container removed more than %d paths (reached at %q): each removal travels in BuildKit's LLB definition, which holds at most 16 MiB; remove whole directories rather than the files in them, or commit the removals in smaller steps", w.m.Whiteouts, p)
 	}
-	w.wh = AppendWhiteout(w.wh, kind, p)
+	w.removals.encoded = AppendWhiteout(w.removals.encoded, kind, p)
+	if kind == Opaque {
+		w.removals.opaque = append(w.removals.opaque, p)
+	} else {
+		w.removals.deleted = append(w.removals.deleted, p)
+	}
 	w.m.Whiteouts++
 	return nil
 }
@@ -397,46 +382,16 @@ func (w *Writer) Skip() {
 
 // Close finishes the change set and returns its manifest.
 func (w *Writer) Close() (*Manifest, error) {
-	if w.plan != nil {
-		// A tar ends with two zero blocks.
-		w.m.TarSize = w.plan.size + 1024
-		m := w.m
-		return &m, nil
-	}
-	if err := w.tw.Close(); err != nil {
-		w.f.Close()
-		return nil, err
-	}
-	if st, err := w.f.Stat(); err == nil {
-		w.m.TarSize = st.Size()
-	}
-	if err := w.f.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(w.dir, WhiteoutFile), w.wh, 0o600); err != nil {
-		return nil, err
-	}
-	dt, err := json.Marshal(w.m)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(w.dir, ManifestFile), dt, 0o600); err != nil {
+	if err := w.sink.close(&w.m, w.removals); err != nil {
 		return nil, err
 	}
 	m := w.m
 	return &m, nil
 }
 
-// Abort removes what the writer wrote.
+// Abort drops what the writer wrote or holds.
 func (w *Writer) Abort() {
-	if w.plan != nil {
-		w.Release()
-		return
-	}
-	w.f.Close()
-	for _, n := range []string{TarFile, WhiteoutFile, ManifestFile} {
-		_ = os.Remove(filepath.Join(w.dir, n))
-	}
+	w.sink.abort()
 }
 
 // cleanName makes a path relative to the root, without "..", with a
@@ -452,6 +407,5 @@ func cleanName(p string, dir bool) string {
 // Removals returns the paths the change set removes: deletions and
 // replaced directories.
 func (w *Writer) Removals() []string {
-	del, opq, _ := ParseWhiteouts(w.wh)
-	return append(del, opq...)
+	return append(slices.Clone(w.removals.deleted), w.removals.opaque...)
 }

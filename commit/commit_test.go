@@ -72,7 +72,7 @@ func TestUseTree(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := changeset.Stream(nil)
+	w, p := changeset.Stream(nil)
 	defer w.Abort()
 	if err := changeset.FromUpperdir(context.Background(), dir, changeset.UpperOpt{}, w); err != nil {
 		t.Fatal(err)
@@ -82,18 +82,18 @@ func TestUseTree(t *testing.T) {
 	}
 	small := &changeset.Manifest{Entries: 10, Bytes: 10 * 512}
 	large := &changeset.Manifest{Entries: 4, Bytes: 4 << 20}
-	if useTree(w, small) {
+	if useTree(p, small) {
 		t.Error("10 files of 512 bytes go as a tree")
 	}
-	if !useTree(w, large) {
+	if !useTree(p, large) {
 		t.Error("4 files of 1 MiB go as a tar")
 	}
 	t.Setenv(transferEnv, "tree")
-	if !useTree(w, small) {
+	if !useTree(p, small) {
 		t.Errorf("%s=tree: small files go as a tar", transferEnv)
 	}
 	t.Setenv(transferEnv, "tar")
-	if useTree(w, large) {
+	if useTree(p, large) {
 		t.Errorf("%s=tar: large files go as a tree", transferEnv)
 	}
 }

@@ -28,7 +28,7 @@ type changes struct {
 	// paused is how long the container was paused, known once released.
 	paused time.Duration
 	// tree tells that fs is the tree the change set describes
-	// (changeset.Writer.TreeFS), not the change-set directory.
+	// (changeset.Plan.TreeFS), not the change-set directory.
 	tree bool
 }
 
@@ -117,9 +117,9 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		return nil, errors.Wrapf(err, "mounts of snapshot %s", tg.Snapshot)
 	}
 	var w *changeset.Writer
-	streamed := changeset.Overlay(mounts) && still
-	if streamed {
-		w = changeset.Stream(records)
+	var plan *changeset.Plan
+	if changeset.Overlay(mounts) && still {
+		w, plan = changeset.Stream(records)
 	} else {
 		if dir, err = os.MkdirTemp("", "commit-frontend-changes-"); err != nil {
 			return nil, err
@@ -162,7 +162,7 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 			return nil, err
 		}
 	}
-	if !streamed {
+	if plan == nil {
 		// Staged: the container may go on at once.
 		if err := c.release(); err != nil {
 			return nil, err
@@ -175,7 +175,7 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	release := c.release
 	c.release = func() error {
 		err := release()
-		w.Release()
+		plan.Release()
 		return err
 	}
 	done := func(err error) {
@@ -187,14 +187,14 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	// As a tree when the session's transfer can carry it (no tar to
 	// extract on buildkitd's side) and the files are large enough for that
 	// to pay, else as the tar.
-	if useTree(w, c.m) {
-		if c.fs, err = w.TreeFS(ctx, done); err != nil {
+	if useTree(plan, c.m) {
+		if c.fs, err = plan.TreeFS(ctx, done); err != nil {
 			return nil, err
 		}
 		c.tree = true
 		return c, nil
 	}
-	c.fs = w.FS(ctx, done)
+	c.fs = plan.TarFS(ctx, done)
 	return c, nil
 }
 
@@ -213,8 +213,8 @@ const treeMinAverage = 64 << 10
 // the transfer can carry it and its files are large enough for that to
 // pay. transferEnv set to "tar" or "tree" decides instead (a tree only
 // where the transfer can carry it), for comparing the two.
-func useTree(w *changeset.Writer, m *changeset.Manifest) bool {
-	if w.TreeOK() != nil {
+func useTree(p *changeset.Plan, m *changeset.Manifest) bool {
+	if p.TreeOK() != nil {
 		return false
 	}
 	switch os.Getenv(transferEnv) {
