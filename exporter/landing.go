@@ -114,9 +114,9 @@ type ExportOpt struct {
 	OneManifest bool
 }
 
-// ociExporterTar is the OCI exporter's attribute that says whether it
+// OCIExporterTar is the OCI exporter's attribute that says whether it
 // writes a tarball (BuildKit keeps the key unexported).
-const ociExporterTar = "tar"
+const OCIExporterTar = "tar"
 
 // mobyExporter is dockerd's own image exporter.
 const mobyExporter = "moby"
@@ -165,7 +165,7 @@ func (l *Landing) Exports(ctx context.Context, o ExportOpt) ([]bkclient.ExportEn
 		}
 		out = []bkclient.ExportEntry{{Type: bkclient.ExporterImage, Attrs: attrs}}
 	case toStore:
-		attrs := map[string]string{ociExporterTar: "false", string(exptypes.OptKeyOCITypes): "true"}
+		attrs := map[string]string{OCIExporterTar: "false", string(exptypes.OptKeyOCITypes): "true"}
 		if level, gzip := o.Layer.Gzip(); gzip && o.OneManifest && onThisMachine(worker) {
 			// buildkitd's differ writes the layer uncompressed and it is
 			// gzipped on its way into containerd (gzipOnTheWay): one pass

@@ -155,7 +155,8 @@ func Run(ctx context.Context, c *client.Client, opt client.SolveOpt, progress st
 		if cause := context.Cause(wctx); cause != nil && ctx.Err() == nil {
 			return nil, cause
 		}
-		// A registry's refusal reaches the client as text only.
+		// A registry's refusal reaches the client as text only: a gRPC
+		// status of code Unknown with no typed detail (BuildKit v0.34).
 		if strings.Contains(err.Error(), "401 Unauthorized") {
 			return nil, errors.Wrap(err, "a registry wants credentials: log in with docker login REGISTRY (they are read from docker's config file, $DOCKER_CONFIG or ~/.docker/config.json)")
 		}

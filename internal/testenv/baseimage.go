@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client"
 	bkllb "github.com/moby/buildkit/client/llb"
@@ -102,13 +103,13 @@ func BuildBusybox(ctx context.Context, c *client.Client, dir, registry string) (
 	}
 	defer tarFile.Close()
 	exports := []client.ExportEntry{
-		{Type: client.ExporterOCI, OutputDir: img.Layout, Attrs: map[string]string{"tar": "false", "name": "busybox:latest"}},
-		{Type: client.ExporterOCI, Output: fixedWriter(tarFile), Attrs: map[string]string{"name": "docker.io/library/busybox:latest"}},
+		{Type: client.ExporterOCI, OutputDir: img.Layout, Attrs: map[string]string{exporter.OCIExporterTar: "false", name: "busybox:latest"}},
+		{Type: client.ExporterOCI, Output: fixedWriter(tarFile), Attrs: map[string]string{name: "docker.io/library/busybox:latest"}},
 	}
 	if registry != "" {
 		img.Ref = registry + "/busybox:latest"
 		exports = append(exports, client.ExportEntry{Type: client.ExporterImage, Attrs: map[string]string{
-			"name": img.Ref, "push": "true", "registry.insecure": "true",
+			name: img.Ref, string(exptypes.OptKeyPush): "true", string(exptypes.OptKeyInsecure): "true",
 		}})
 	}
 	build := rootfsBuild("busybox-static from Debian, made offline")
@@ -121,6 +122,9 @@ func BuildBusybox(ctx context.Context, c *client.Client, dir, registry string) (
 	}
 	return img, nil
 }
+
+// name is the image exporters' name attribute.
+var name = string(exptypes.OptKeyName)
 
 // fixedWriter returns an exporter output func that writes to f.
 func fixedWriter(f *os.File) func(map[string]string) (io.WriteCloser, error) {
@@ -142,7 +146,7 @@ func BuildRootfsImage(ctx context.Context, c *client.Client, rootfs, tarPath, co
 	defer f.Close()
 	_, err = c.Build(ctx, client.SolveOpt{
 		Exports: []client.ExportEntry{{Type: client.ExporterOCI, Output: fixedWriter(f), Attrs: map[string]string{
-			"name": "docker.io/library/rootfs:latest", "compression": compression, "force-compression": "true",
+			name: "docker.io/library/rootfs:latest", string(exptypes.OptKeyLayerCompression): compression, string(exptypes.OptKeyForceCompression): "true",
 		}}},
 		LocalMounts: map[string]fsutil.FS{"rootfs": fs},
 	}, "", rootfsBuild("rootfs made offline"), nil)
