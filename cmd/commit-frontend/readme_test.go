@@ -85,3 +85,62 @@ func TestReadmeLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadmeTests holds README and docs/ to the tests they cite: every
+// TestName they name is a test function of the module, and every
+// guarantee in "What a commit guarantees" names at least one.
+func TestReadmeTests(t *testing.T) {
+	root := filepath.Join("..", "..")
+	defined := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)[A-Za-z0-9_]+)\(`)
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "vendor") {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		dt, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllStringSubmatch(string(dt), -1) {
+			defined[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cited := regexp.MustCompile(`\b(?:Test|Fuzz)[A-Z][A-Za-z0-9_]*`)
+	docs, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	for _, doc := range append([]string{filepath.Join(root, "README.md")}, docs...) {
+		dt, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range cited.FindAllString(string(dt), -1) {
+			if !defined[name] {
+				t.Errorf("%s cites %s, which no test file defines", filepath.Base(doc), name)
+			}
+		}
+	}
+	dt, _ := os.ReadFile(filepath.Join(root, "README.md"))
+	_, section, ok := strings.Cut(string(dt), "\n## What a commit guarantees")
+	if !ok {
+		t.Fatal(`README has no "What a commit guarantees" section`)
+	}
+	section = section[:strings.Index(section, "\n## ")]
+	for _, item := range strings.Split(section, "\n- ")[1:] {
+		if strings.HasPrefix(item, "Not (yet) guaranteed") {
+			continue
+		}
+		if !cited.MatchString(item) {
+			first, _, _ := strings.Cut(item, "\n")
+			t.Errorf("the guarantee %q names no test", first)
+		}
+	}
+}
