@@ -11,8 +11,19 @@ import (
 func TestExamplePipeline(t *testing.T) {
 	dir := filepath.Join(env.repoRoot, "examples", "pipeline")
 	out := filepath.Join(t.TempDir(), "app.tar")
-	cf(t, dir, "build", "--progress", "quiet", "--build-arg", "BASE="+env.base.Ref, "--output", "type=oci,dest="+out, ".")
+	site := "site=" + filepath.Join(dir, "site")
+	cf(t, dir, "build", "--progress", "quiet", "--build-arg", "BASE="+env.base.Ref, "--build-context", site, "--output", "type=oci,dest="+out, ".")
 	checkExample(t, out)
+
+	// The site stage alone: one layer, the COMMIT's entry with its author
+	// and message.
+	siteOut := filepath.Join(t.TempDir(), "site.tar")
+	cf(t, dir, "build", "--progress", "quiet", "--target", "published", "--build-context", site, "--output", "type=oci,dest="+siteOut, ".")
+	img := readOCITar(t, siteOut)
+	h := img.Config.History
+	if len(h) != 1 || len(img.Manifest.Layers) != 1 || h[0].CreatedBy != "COMMIT site" || h[0].Author != "Web team <web@example.com>" || h[0].Comment != "the site as published" || img.Config.Author != h[0].Author {
+		t.Errorf("site image: history %+v, %d layers, author %q", h, len(img.Manifest.Layers), img.Config.Author)
+	}
 
 	ref := frontendImage(t)
 	builder := "cf-remote"
@@ -23,7 +34,7 @@ func TestExamplePipeline(t *testing.T) {
 	}
 	out = filepath.Join(t.TempDir(), "app.tar")
 	r := run(t, dir, tool("buildx"), "build", "--builder", builder, "--progress", "plain",
-		"--build-arg", "BUILDKIT_SYNTAX="+ref, "--build-arg", "BASE="+env.base.Ref,
+		"--build-arg", "BUILDKIT_SYNTAX="+ref, "--build-arg", "BASE="+env.base.Ref, "--build-context", "site=site",
 		"-f", "Commitfile", "--output", "type=oci,dest="+out, ".")
 	if r.err != nil {
 		t.Fatalf("buildx build: %v\n%s", r.err, r.stderr)
@@ -37,8 +48,8 @@ func checkExample(t *testing.T, out string) {
 	base := baseImage(t)
 	steps := nonEmptyHistory(&img.Config)[len(base.Manifest.Layers):]
 	// WORKDIR makes its directory: a layer, as in a Dockerfile.
-	if len(steps) != 4 || len(img.Manifest.Layers) != len(base.Manifest.Layers)+4 {
-		t.Fatalf("want 4 layers (install, adduser, workdir, copy app): %+v", steps)
+	if len(steps) != 5 || len(img.Manifest.Layers) != len(base.Manifest.Layers)+5 {
+		t.Fatalf("want 5 layers (install, adduser, workdir, copy app, copy site): %+v", steps)
 	}
 	if !strings.Contains(steps[0].CreatedBy, "cp -a /tmp/packages/bin/.") || steps[2].CreatedBy != "WORKDIR /srv/app" || !strings.HasPrefix(steps[3].CreatedBy, "COPY --chown=1000:1000 --chmod=0755 app/ ./") {
 		t.Errorf("history: %+v", steps)
@@ -48,6 +59,9 @@ func checkExample(t *testing.T, out string) {
 		for k, v := range layerEntries(t, l) {
 			files[k] = v
 		}
+	}
+	if e := files["srv/app/public/index.html"]; !strings.Contains(string(e.Data), "hello from the site") {
+		t.Errorf("srv/app/public/index.html = %q", e.Data)
 	}
 	if e := files["etc/greet.version"]; string(e.Data) != "greet 1.0\n" {
 		t.Errorf("etc/greet.version = %q", e.Data)
