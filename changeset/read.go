@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"path"
 	"strings"
 
@@ -18,6 +19,12 @@ type UpperOpt struct {
 	// in trusted.overlay.*, and user.overlay.* is an ordinary attribute
 	// that any process in the container may set, which means nothing.
 	UserXattr bool
+	// Lowers are the mount's lower directories (the image's layers). A
+	// directory marked opaque hides what is below it only where a lower
+	// holds a directory at its path: overlayfs also marks a directory it
+	// created or moved under a merged parent, and such a directory
+	// replaces nothing. Without Lowers every opaque mark counts.
+	Lowers []string
 }
 
 func (o UpperOpt) xattr(name string) string {
@@ -41,10 +48,57 @@ func FromUpperdir(ctx context.Context, upper string, opt UpperOpt, w *Writer) er
 	if !w.sink.from(root) {
 		defer root.Close()
 	}
-	return fromUpperdir(ctx, rn, opt, w)
+	r := &upperReader{opt: opt, w: w}
+	for _, l := range opt.Lowers {
+		f, err := openRoot(l)
+		if err != nil {
+			r.close()
+			return errors.Wrap(err, "reading a lower directory")
+		}
+		r.lowers = append(r.lowers, f)
+	}
+	defer r.close()
+	return r.dir(ctx, rn)
 }
 
-func fromUpperdir(ctx context.Context, dir *node, opt UpperOpt, w *Writer) error {
+// upperReader walks an upper directory, with its mount's lower directories
+// open to tell which opaque marks hide anything.
+type upperReader struct {
+	opt    UpperOpt
+	w      *Writer
+	lowers []*os.File
+}
+
+func (r *upperReader) close() {
+	for _, f := range r.lowers {
+		f.Close()
+	}
+}
+
+// hides tells whether an opaque directory at rel hides a directory of the
+// layers below. Each lower is looked up beneath its root, no symlink
+// followed; what cannot be told is taken to be hidden, so that the mark
+// keeps its meaning.
+func (r *upperReader) hides(rel string) bool {
+	if r.opt.Lowers == nil {
+		return true
+	}
+	for _, l := range r.lowers {
+		fd, err := openBeneath(int(l.Fd()), rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		switch {
+		case err == nil:
+			unix.Close(fd)
+			return true
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+			continue
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+func (r *upperReader) dir(ctx context.Context, dir *node) error {
 	names, err := dir.names()
 	if err != nil {
 		return errors.Wrapf(describe(err), "reading %q", "/"+dir.rel)
@@ -60,7 +114,7 @@ func fromUpperdir(ctx context.Context, dir *node, opt UpperOpt, w *Writer) error
 			}
 			return errors.Wrapf(describe(err), "reading %q", "/"+joinRel(dir.rel, name))
 		}
-		err = upperEntry(ctx, n, opt, w)
+		err = r.entry(ctx, n)
 		n.close()
 		if err != nil {
 			return err
@@ -69,10 +123,11 @@ func fromUpperdir(ctx context.Context, dir *node, opt UpperOpt, w *Writer) error
 	return nil
 }
 
-func upperEntry(ctx context.Context, n *node, opt UpperOpt, w *Writer) error {
+func (r *upperReader) entry(ctx context.Context, n *node) error {
+	opt, w := r.opt, r.w
 	if skip, descend := w.excluded(n.rel, n.isDir()); skip {
 		if descend {
-			return fromUpperdir(ctx, n, opt, w)
+			return r.dir(ctx, n)
 		}
 		return nil
 	}
@@ -98,7 +153,7 @@ func upperEntry(ctx context.Context, n *node, opt UpperOpt, w *Writer) error {
 	if !n.isDir() {
 		return w.add(n, nil)
 	}
-	if xattrs[opt.xattr("opaque")] == "y" {
+	if xattrs[opt.xattr("opaque")] == "y" && r.hides(n.rel) {
 		if err := w.Opaque(n.rel); err != nil {
 			return err
 		}
@@ -106,7 +161,7 @@ func upperEntry(ctx context.Context, n *node, opt UpperOpt, w *Writer) error {
 	if err := w.add(n, xattrs); err != nil {
 		return err
 	}
-	return fromUpperdir(ctx, n, opt, w)
+	return r.dir(ctx, n)
 }
 
 // describe turns the errors of an entry the container swapped during the

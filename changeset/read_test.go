@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -178,4 +179,54 @@ func TestPathTooLong(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "longer than the kernel lets a path be named (PATH_MAX, 4096 bytes)") {
 		t.Errorf("error: %v", err)
 	}
+}
+
+// TestOpaqueOnlyOverLowerDirectories: an opaque mark replaces a directory
+// only where a lower layer has one at that path. A directory overlayfs
+// marked that has nothing below it (created or moved under a merged
+// parent) is a new directory; the change set then stays one the tree
+// transfer can carry. Without the lowers every mark counts.
+func TestOpaqueOnlyOverLowerDirectories(t *testing.T) {
+	lower, upper := t.TempDir(), t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(lower, "usr/share/old"), 0o755))
+	must(t, os.WriteFile(filepath.Join(lower, "usr/share/file"), nil, 0o644))
+	must(t, os.Symlink("/etc", filepath.Join(lower, "usr/link")))
+	for _, d := range []string{"usr/share/old", "usr/share/new", "usr/share/file", "usr/link/inner", "fresh/deep"} {
+		must(t, os.MkdirAll(filepath.Join(upper, d), 0o755))
+		must(t, unix.Setxattr(filepath.Join(upper, d), "trusted.overlay.opaque", []byte("y"), 0))
+	}
+	read := func(lowers []string) []string {
+		w, p := Stream(nil)
+		defer p.Release()
+		must(t, FromUpperdir(context.Background(), upper, UpperOpt{Lowers: lowers}, w))
+		_, err := w.Close()
+		must(t, err)
+		return w.Removals()
+	}
+	// usr/share/old is a directory below (a file, usr/share/file, is
+	// replaced by any directory without a mark); usr/link/inner resolves
+	// through a symlink below, which is not followed: kept, as a mark that
+	// cannot be told.
+	if got, want := read([]string{t.TempDir(), lower}), []string{"usr/link/inner", "usr/share/old"}; !slices.Equal(sorted(got), want) {
+		t.Errorf("with the lowers: removals %q, want %q", got, want)
+	}
+	if got := read(nil); len(got) != 5 {
+		t.Errorf("without lowers: removals %q, want all 5 marks", got)
+	}
+	w, p := Stream(nil)
+	defer p.Release()
+	must(t, os.RemoveAll(filepath.Join(upper, "usr/share/old")))
+	must(t, os.RemoveAll(filepath.Join(upper, "usr/link")))
+	must(t, FromUpperdir(context.Background(), upper, UpperOpt{Lowers: []string{lower}}, w))
+	_, err := w.Close()
+	must(t, err)
+	if err := p.TreeOK(); err != nil {
+		t.Errorf("new directories marked opaque keep the tree transfer from the change set: %v", err)
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

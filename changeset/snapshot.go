@@ -36,13 +36,17 @@ func upperdir(mounts []mount.Mount) (string, UpperOpt, bool) {
 	if len(mounts) != 1 || mounts[0].Type != "overlay" {
 		return "", UpperOpt{}, false
 	}
-	opt := UpperOpt{UserXattr: slices.Contains(mounts[0].Options, "userxattr")}
+	opt := UpperOpt{UserXattr: slices.Contains(mounts[0].Options, "userxattr"), Lowers: []string{}}
+	upper := ""
 	for _, o := range mounts[0].Options {
 		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
-			return v, opt, true
+			upper = v
+		}
+		if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+			opt.Lowers = strings.Split(v, ":")
 		}
 	}
-	return "", opt, false
+	return upper, opt, upper != ""
 }
 
 // Overlay tells whether the snapshot mounted by mounts is an overlay whose

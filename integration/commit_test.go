@@ -411,6 +411,45 @@ func TestCommitTransferTree(t *testing.T) {
 	}
 }
 
+// TestCommitTreeOverReplacedFile: a directory made where the base had a
+// file is marked opaque by overlayfs (it is created over the file's
+// whiteout), yet it hides no directory: the change set still crosses as a
+// tree, and the image is the container's. A directory the container really
+// replaced keeps its mark and goes as the tar.
+func TestCommitTreeOverReplacedFile(t *testing.T) {
+	const ns = "default"
+	ct := startContainer(t, ns, "overlayfs", "tree-over-file", "rm /bin/vi && mkdir /bin/vi && echo x > /bin/vi/f && "+
+		"dd if=/dev/urandom of=/bin/vi/big bs=1M count=4 2>/dev/null", true)
+	upper := ct.upperdir(t, "overlayfs")
+	if v, err := getxattr(filepath.Join(upper, "bin/vi"), "trusted.overlay.opaque"); err != nil || v != "y" {
+		t.Fatalf("overlayfs did not mark /bin/vi opaque (%q, %v): the case this test is about is not made", v, err)
+	}
+	transfer := func(id, ref string) string {
+		t.Helper()
+		md := filepath.Join(t.TempDir(), "md.json")
+		cf(t, "", append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), id, ref)...)...)
+		var meta map[string]any
+		dt, err := os.ReadFile(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJSON(t, dt, &meta)
+		s, _ := meta["commit-frontend.transfer"].(string)
+		return s
+	}
+	if got := transfer("tree-over-file", "example.com/tree-over-file:1"); got != "tree" {
+		t.Errorf("a directory over a base file: crossed as %q, want tree", got)
+	}
+	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/tree-over-file:1", "overlayfs"))
+
+	replaced := startContainer(t, ns, "overlayfs", "tree-replaced-dir", "rm -rf /etc && mkdir /etc && echo new > /etc/only && "+
+		"dd if=/dev/urandom of=/etc/big bs=1M count=4 2>/dev/null", true)
+	if got := transfer("tree-replaced-dir", "example.com/tree-replaced-dir:1"); got != "tar" {
+		t.Errorf("a replaced directory: crossed as %q, want tar", got)
+	}
+	diffTrees(t, "image vs container (replaced directory)", replaced.snapshotTree(t, "overlayfs"), imageTree(t, replaced.c, "example.com/tree-replaced-dir:1", "overlayfs"))
+}
+
 // TestCommitTreeFidelity forces the tree transfer on a stopped container
 // with small hostile-free changes of every kind a layer keeps (owners,
 // setuid and sticky bits, hard links, symlinks, devices, fifos, deletions

@@ -149,6 +149,24 @@ func (ct *container) snapshotTree(t *testing.T, snapshotter string) map[string]s
 	return mountedTree(t, mounts)
 }
 
+// upperdir is the upper directory of the container's overlay snapshot.
+func (ct *container) upperdir(t *testing.T, snapshotter string) string {
+	t.Helper()
+	mounts, err := ct.c.SnapshotService(snapshotter).Mounts(context.Background(), ct.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+				return v
+			}
+		}
+	}
+	t.Fatalf("container %s: no overlay upper directory in %+v", ct.id, mounts)
+	return ""
+}
+
 // mountedTree mounts mounts read-only and summarises the tree.
 func mountedTree(t *testing.T, mounts []mount.Mount) map[string]string {
 	t.Helper()
