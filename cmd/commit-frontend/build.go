@@ -202,11 +202,13 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	if opt.FrontendAttrs, err = o.Attrs(); err != nil {
 		return err
 	}
-	c, err := solve.ConnectWith(ctx, connectOpt(f.bk))
+	c, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, func(format string, args ...any) {
+		fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
+	})
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer done()
 	if len(f.tags) > 0 {
 		return buildToStore(cmd, f, c, opt)
 	}

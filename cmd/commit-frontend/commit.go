@@ -154,16 +154,23 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	if _, err := cc.Version(ctx); err != nil {
 		return errors.Wrapf(err, "containerd at %s does not answer", f.address)
 	}
+	warnf := func(format string, args ...any) {
+		fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
+	}
 	var bk *bkclient.Client
 	dockerExport := f.docker && f.bk.Addr == "" && os.Getenv("BUILDKIT_HOST") == ""
 	if dockerExport {
 		if bk, err = solve.ConnectDocker(ctx, dc); err != nil {
 			return errors.Wrapf(err, "connecting to dockerd's BuildKit at %s", dc.DaemonHost())
 		}
-	} else if bk, err = solve.ConnectWith(ctx, connectOpt(f.bk)); err != nil {
-		return err
+		defer bk.Close()
+	} else {
+		var done func() error
+		if bk, done, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnf); err != nil {
+			return err
+		}
+		defer done()
 	}
-	defer bk.Close()
 	c := &commit.Client{
 		Containerd:       cc,
 		Namespace:        f.namespace,
@@ -172,9 +179,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		Docker:           dc,
 		Session:          []session.Attachable{solve.DockerAuth()},
 		Progress:         f.progress,
-		Warnf: func(format string, args ...any) {
-			fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
-		},
+		Warnf:            warnf,
 	}
 	res, err := c.Commit(ctx, commit.Options{
 		Container:       ctr,

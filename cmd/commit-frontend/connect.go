@@ -1,7 +1,16 @@
 package main
 
 import (
+	"context"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/engine"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
+	bkclient "github.com/moby/buildkit/client"
+	"github.com/pkg/errors"
 	"github.com/spf13/pflag"
 
 	// The connection helpers buildctl registers: docker-container://,
@@ -27,4 +36,39 @@ func addBuildkitFlags(fl *pflag.FlagSet, o *solve.ConnectOpt) {
 func connectOpt(o solve.ConnectOpt) solve.ConnectOpt {
 	o.Addr = solve.Addr(o.Addr)
 	return o
+}
+
+// connectBuildkit connects to the buildkitd the flags or BUILDKIT_HOST name;
+// with neither, to the one at BuildKit's default socket when one answers
+// there, else it starts BuildKit's engine in this process, on containerd
+// at address in namespace ns (package engine). done closes the client, and
+// stops the engine.
+func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snapshotter string, warnf func(string, ...any)) (_ *bkclient.Client, done func() error, _ error) {
+	if o.Addr != "" || os.Getenv("BUILDKIT_HOST") != "" || defaultBuildkitdAnswers() {
+		c, err := solve.ConnectWith(ctx, connectOpt(o))
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Close, nil
+	}
+	root, err := engine.DefaultRoot()
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := engine.Start(ctx, engine.Options{Root: root, Address: address, Namespace: ns, Snapshotter: snapshotter, Warnf: warnf})
+	if err != nil {
+		return nil, nil, errors.Wrapf(err, "no buildkitd is named (--addr, BUILDKIT_HOST) or listens at %s, and BuildKit's engine could not start in this process", solve.DefaultAddr)
+	}
+	return e.Client(), e.Close, nil
+}
+
+// defaultBuildkitdAnswers tells whether something accepts connections at
+// buildkitd's default socket.
+func defaultBuildkitdAnswers() bool {
+	conn, err := net.DialTimeout("unix", strings.TrimPrefix(solve.DefaultAddr, "unix://"), time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }

@@ -1,0 +1,263 @@
+// Package engine runs BuildKit's own engine inside the CLI, so that a
+// containerd user needs no buildkitd: BuildKit's controller with a
+// containerd worker on the container's containerd, namespace and
+// snapshotter, served to BuildKit's client on a private socket. Everything
+// above the client — the solve, the frontend, the landing — is the same as
+// with any buildkitd. One process at a time runs the engine of a state
+// directory; the others wait, and say for whom.
+package engine
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	ctd "github.com/containerd/containerd/v2/client"
+	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/cmd/buildkitd/config"
+	"github.com/moby/buildkit/control"
+	"github.com/moby/buildkit/frontend"
+	dockerfile "github.com/moby/buildkit/frontend/dockerfile/builder"
+	"github.com/moby/buildkit/frontend/gateway"
+	"github.com/moby/buildkit/frontend/gateway/forwarder"
+	"github.com/moby/buildkit/session"
+	"github.com/moby/buildkit/solver"
+	"github.com/moby/buildkit/solver/bboltcachestorage"
+	"github.com/moby/buildkit/util/db/boltutil"
+	"github.com/moby/buildkit/util/grpcerrors"
+	"github.com/moby/buildkit/util/network/netproviders"
+	"github.com/moby/buildkit/util/resolver"
+	"github.com/moby/buildkit/version"
+	"github.com/moby/buildkit/worker"
+	"github.com/moby/buildkit/worker/base"
+	"github.com/moby/buildkit/worker/containerd"
+	"github.com/pkg/errors"
+	"github.com/sirupsen/logrus"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+)
+
+// RootEnv names the engine's state directory instead of the default
+// (/var/lib/commit-frontend for root, $XDG_DATA_HOME/commit-frontend for
+// other users).
+const RootEnv = "COMMIT_FRONTEND_ENGINE_ROOT"
+
+// LockTimeout is how long a process waits for another one running the
+// engine of the same state directory.
+var LockTimeout = 10 * time.Minute
+
+// DefaultRoot is the engine's state directory.
+func DefaultRoot() (string, error) {
+	if r := os.Getenv(RootEnv); r != "" {
+		return r, nil
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/commit-frontend", nil
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "commit-frontend"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", errors.Errorf("no place for the engine's state: set XDG_DATA_HOME or %s", RootEnv)
+	}
+	return filepath.Join(home, ".local", "share", "commit-frontend"), nil
+}
+
+// Options say where the engine works.
+type Options struct {
+	// Root is the state directory (DefaultRoot).
+	Root string
+	// Address, Namespace and Snapshotter are the containerd the engine's
+	// worker works in: its content store, snapshots and image store.
+	Address, Namespace, Snapshotter string
+	// Warnf, when set, is told when the engine waits for another process.
+	Warnf func(format string, args ...any)
+}
+
+// Engine is a running in-process BuildKit.
+type Engine struct {
+	client  *bkclient.Client
+	closers []func() error
+}
+
+// Client is a BuildKit client of the engine.
+func (e *Engine) Client() *bkclient.Client { return e.client }
+
+// Close stops the engine and lets the next process run it.
+func (e *Engine) Close() error {
+	var first error
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		if err := e.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	e.closers = nil
+	return first
+}
+
+// Start starts the engine. The caller must Close it.
+func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
+	if opt.Snapshotter == "" {
+		opt.Snapshotter = "overlayfs"
+	}
+	// BuildKit logs through logrus what buildkitd writes in its log (the
+	// network mode chosen, GC runs): not for the terminal of a commit.
+	if logrus.GetLevel() > logrus.ErrorLevel {
+		logrus.SetLevel(logrus.ErrorLevel)
+	}
+	e := &Engine{}
+	defer func() {
+		if retErr != nil {
+			_ = e.Close()
+		}
+	}()
+	if err := os.MkdirAll(opt.Root, 0o700); err != nil {
+		return nil, errors.Wrap(err, "the engine's state directory")
+	}
+	unlock, err := lock(ctx, opt.Root, opt.Warnf)
+	if err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, unlock)
+
+	sm, err := session.NewManager()
+	if err != nil {
+		return nil, err
+	}
+	wopt, err := containerd.NewWorkerOpt(containerd.WorkerOptions{
+		Root:            opt.Root,
+		Address:         opt.Address,
+		SnapshotterName: opt.Snapshotter,
+		Namespace:       opt.Namespace,
+		// RUN steps get the host's network where no CNI is set up, as
+		// buildkitd gives them.
+		NetworkOpt: netproviders.Opt{Mode: "auto"},
+	}, ctd.WithTimeout(60*time.Second))
+	if err != nil {
+		return nil, errors.Wrapf(err, "BuildKit's containerd worker on %s", opt.Address)
+	}
+	wopt.BuildkitVersion = bkclient.BuildkitVersion{Package: version.Package, Version: version.Version, Revision: version.Revision}
+	wopt.RegistryHosts = resolver.NewRegistryConfig(nil)
+	w, err := base.NewWorker(ctx, wopt)
+	if err != nil {
+		return nil, errors.Wrap(err, "starting BuildKit's worker")
+	}
+	e.closers = append(e.closers, w.Close)
+	wc := &worker.Controller{}
+	if err := wc.Add(w); err != nil {
+		return nil, err
+	}
+	gw, err := gateway.NewGatewayFrontend(wc.Infos(), nil)
+	if err != nil {
+		return nil, err
+	}
+	frontends := map[string]frontend.Frontend{
+		"dockerfile.v0": forwarder.NewGatewayForwarder(wc.Infos(), dockerfile.Build),
+		"gateway.v0":    gw,
+	}
+	cacheStorage, err := bboltcachestorage.NewStore(filepath.Join(opt.Root, "cache.db"))
+	if err != nil {
+		return nil, errors.Wrap(err, "the engine's cache database")
+	}
+	e.closers = append(e.closers, cacheStorage.Close)
+	historyDB, err := boltutil.SafeOpen(filepath.Join(opt.Root, "history.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if err != nil {
+		return nil, errors.Wrap(err, "the engine's history database")
+	}
+	e.closers = append(e.closers, historyDB.Close)
+	noHistory := int64(0)
+	ctrl, err := control.NewController(control.Opt{
+		SessionManager:   sm,
+		WorkerController: wc,
+		Frontends:        frontends,
+		CacheManager:     solver.NewCacheManager(ctx, "local", cacheStorage, worker.NewCacheResultStorage(wc)),
+		HistoryDB:        historyDB,
+		CacheStore:       cacheStorage,
+		LeaseManager:     w.LeaseManager(),
+		ContentStore:     w.ContentStore(),
+		HistoryConfig:    &config.HistoryConfig{MaxEntries: &noHistory},
+		GarbageCollect:   w.GarbageCollect,
+	})
+	if err != nil {
+		return nil, errors.Wrap(err, "starting BuildKit's controller")
+	}
+	e.closers = append(e.closers, ctrl.Close)
+
+	server := grpc.NewServer(grpc.UnaryInterceptor(grpcerrors.UnaryServerInterceptor), grpc.StreamInterceptor(grpcerrors.StreamServerInterceptor))
+	ctrl.Register(server)
+	sock := filepath.Join(opt.Root, "engine.sock")
+	_ = os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, errors.Wrap(err, "the engine's socket")
+	}
+	go func() { _ = server.Serve(l) }()
+	e.closers = append(e.closers, func() error {
+		server.Stop()
+		_ = os.Remove(sock)
+		return nil
+	})
+	c, err := bkclient.New(ctx, "unix://"+sock)
+	if err != nil {
+		return nil, err
+	}
+	e.client = c
+	e.closers = append(e.closers, c.Close)
+	return e, nil
+}
+
+// lock takes the state directory's lock, waiting at most LockTimeout for
+// the process that holds it and naming it.
+func lock(ctx context.Context, root string, warnf func(string, ...any)) (func() error, error) {
+	p := filepath.Join(root, "engine.lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, errors.Wrap(err, "the engine's lock")
+	}
+	deadline := time.Now().Add(LockTimeout)
+	told := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, errors.Wrap(err, "the engine's lock")
+		}
+		holder := "another commit-frontend process"
+		buf := make([]byte, 32)
+		if n, _ := f.ReadAt(buf, 0); n > 0 {
+			if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
+				holder = "commit-frontend process " + pid
+			}
+		}
+		if !told && warnf != nil {
+			warnf("waiting for %s, which runs the engine in %s", holder, root)
+			told = true
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, errors.Errorf("%s has run the engine in %s for more than %s (lock %s)", holder, root, LockTimeout, p)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, context.Cause(ctx)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() error {
+		_ = f.Truncate(0)
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		return f.Close()
+	}, nil
+}

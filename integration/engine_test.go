@@ -1,0 +1,95 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/commit-frontend/commit-frontend/engine"
+	"github.com/commit-frontend/commit-frontend/internal/solve"
+)
+
+// runEngine runs the CLI with no buildkitd named (no --addr, no
+// BUILDKIT_HOST): BuildKit's engine runs inside it, its state in root.
+func runEngine(t *testing.T, root string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, env.cli, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BUILDKIT_HOST=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, engine.RootEnv+"="+root, "CONTAINERD_ADDRESS="+env.ctrd.Addr)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return result{stdout: stdout.String(), stderr: stderr.String(), err: err}
+}
+
+// TestEngineCommit commits with nothing but containerd running: no
+// buildkitd is named or listens at BuildKit's default socket, so the CLI
+// runs BuildKit's engine itself, on the container's containerd. The image
+// is the container's, lands in its namespace unpacked, and runs; commits
+// of different containers at once take turns on the engine, and the one
+// that waits says for whom.
+func TestEngineCommit(t *testing.T) {
+	const ns = "engine"
+	if conn, err := os.Stat(strings.TrimPrefix(solve.DefaultAddr, "unix://")); err == nil && conn.Mode()&os.ModeSocket != 0 {
+		t.Fatalf("%s exists on this machine: this test needs one where no buildkitd listens at the default socket", solve.DefaultAddr)
+	}
+	root := t.TempDir()
+	ct := startContainer(t, ns, "overlayfs", "engine-1", "mkdir -p /srv/app && echo engine > /srv/app/hello && chown -R 33:44 /srv && "+
+		"ln -s hello /srv/app/link && rm /bin/vi && dd if=/dev/urandom of=/srv/big bs=1M count=2 2>/dev/null", true)
+	r := runEngine(t, root, "commit", "--namespace", ns, "-m", "through the engine", "engine-1", "example.com/engine:1")
+	if r.err != nil {
+		t.Fatalf("commit without a buildkitd: %v\n%s", r.err, r.stderr)
+	}
+	if strings.TrimSpace(r.stderr) != "" {
+		t.Errorf("the engine wrote on stderr: %q", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(root, "engine.lock")); err != nil {
+		t.Errorf("the engine's state directory was not used: %v", err)
+	}
+	diffTrees(t, "image vs container (engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/engine:1", "overlayfs"))
+	cfg := imageConfig(t, ct.c, mustImage(t, ct.c, "example.com/engine:1"))
+	if h := cfg.History[len(cfg.History)-1]; h.Comment != "through the engine" {
+		t.Errorf("history: %+v", h)
+	}
+	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine:1", "engine-run", "cat", "/srv/app/hello"); err != nil || strings.TrimSpace(out) != "engine" {
+		t.Errorf("run: %q %v", out, err)
+	}
+
+	// Three more at once: all succeed, one by one.
+	var wg sync.WaitGroup
+	results := make([]result, 3)
+	for i := range results {
+		id := "engine-many-" + string(rune('a'+i))
+		startContainer(t, ns, "overlayfs", id, "echo "+id+" > /who", true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = runEngine(t, root, "commit", "--namespace", ns, id, "example.com/engine:"+id)
+		}()
+	}
+	wg.Wait()
+	waited := false
+	for i, r := range results {
+		if r.err != nil {
+			t.Errorf("concurrent commit %d: %v\n%s", i, r.err, r.stderr)
+		}
+		if strings.Contains(r.stderr, "which runs the engine in "+root) {
+			waited = true
+		}
+	}
+	if !waited {
+		t.Errorf("no concurrent commit said it waited for the engine: %q", []string{results[0].stderr, results[1].stderr, results[2].stderr})
+	}
+}
