@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job on a self-contained default: installs what is needed, starts a
-# private registry, containerd and buildkitd under a temp dir, creates a real
-# container from a busybox image made offline, changes it, commits it with
-# commit-frontend, shows the new image's history and runs it. Needs root.
+# private registry, containerd and buildkitd under a temp dir (buildkitd only
+# makes the busybox base image offline), creates a real container from that
+# image, changes it, commits it with commit-frontend — no buildkitd named, so
+# BuildKit's engine runs inside the CLI on that containerd — shows the new
+# image's history and runs it. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CF_BIN=$(bash hack/install-deps.sh | tail -n 1)
@@ -47,7 +49,8 @@ for _ in $(seq 1 100); do
 done
 
 echo "+ commit-frontend commit -a ... -m ... -c 'CMD [\"cat\", \"/hello.txt\"]' demo demo/hello:v1" >&2
-id=$("$work/commit-frontend" commit --progress plain \
+echo "  (no --addr, no BUILDKIT_HOST: BuildKit's engine runs in the CLI, on containerd alone)" >&2
+id=$(env -u BUILDKIT_HOST COMMIT_FRONTEND_ENGINE_ROOT="$work/engine" "$work/commit-frontend" commit --progress plain \
   -a "Demo <demo@example.com>" -m "first commit" \
   -c 'CMD ["cat", "/hello.txt"]' -c 'LABEL org.example.demo=yes' \
   demo demo/hello:v1)
