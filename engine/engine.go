@@ -28,6 +28,7 @@ import (
 	"github.com/moby/buildkit/solver"
 	"github.com/moby/buildkit/solver/bboltcachestorage"
 	"github.com/moby/buildkit/util/db/boltutil"
+	"github.com/moby/buildkit/util/disk"
 	"github.com/moby/buildkit/util/grpcerrors"
 	"github.com/moby/buildkit/util/network/netproviders"
 	"github.com/moby/buildkit/util/resolver"
@@ -144,6 +145,7 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	}
 	wopt.BuildkitVersion = bkclient.BuildkitVersion{Package: version.Package, Version: version.Version, Revision: version.Revision}
 	wopt.RegistryHosts = resolver.NewRegistryConfig(nil)
+	wopt.GCPolicy = gcPolicy(opt.Root)
 	w, err := base.NewWorker(ctx, wopt)
 	if err != nil {
 		return nil, errors.Wrap(err, "starting BuildKit's worker")
@@ -209,7 +211,40 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	}
 	e.client = c
 	e.closers = append(e.closers, c.Close)
+	// BuildKit collects garbage a second after a solve, when a CLI has
+	// usually exited: the engine applies the policy itself as it stops,
+	// first thing.
+	e.closers = append(e.closers, func() error { return collect(w) })
 	return e, nil
+}
+
+// gcPolicy is buildkitd's default garbage-collection policy for a state
+// directory on root's filesystem: what its cache may keep.
+func gcPolicy(root string) []bkclient.PruneInfo {
+	dstat, _ := disk.GetDiskStat(root)
+	var out []bkclient.PruneInfo
+	for _, r := range config.DefaultGCPolicy(config.GCConfig{}, dstat) {
+		out = append(out, bkclient.PruneInfo{
+			Filter: r.Filters, All: r.All, KeepDuration: r.KeepDuration.Duration,
+			ReservedSpace: r.ReservedSpace.AsBytes(dstat), MaxUsedSpace: r.MaxUsedSpace.AsBytes(dstat), MinFreeSpace: r.MinFreeSpace.AsBytes(dstat),
+		})
+	}
+	return out
+}
+
+// collect prunes the worker's cache by its policy, as BuildKit's controller
+// does after a solve.
+func collect(w *base.Worker) error {
+	ch := make(chan bkclient.UsageInfo)
+	go func() {
+		for range ch {
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := w.Prune(ctx, ch, w.GCPolicy()...)
+	close(ch)
+	return errors.Wrap(err, "collecting the engine's garbage")
 }
 
 // lock takes the state directory's lock, waiting at most LockTimeout for

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -91,5 +92,26 @@ func TestEngineCommit(t *testing.T) {
 	}
 	if !waited {
 		t.Errorf("no concurrent commit said it waited for the engine: %q", []string{results[0].stderr, results[1].stderr, results[2].stderr})
+	}
+
+	// The engine's cache: du shows it, prune --all empties it, and the
+	// images stay.
+	du := runEngine(t, root, "du", "--namespace", ns)
+	if du.err != nil || !strings.Contains(du.stdout, "Total:") {
+		t.Fatalf("du: %v\n%s%s", du.err, du.stdout, du.stderr)
+	}
+	if lines := strings.Count(du.stdout, "\n"); lines < 4 {
+		t.Errorf("du lists no record after four commits:\n%s", du.stdout)
+	}
+	pr := runEngine(t, root, "prune", "--namespace", ns, "--all")
+	if pr.err != nil || !strings.Contains(pr.stdout, "Total:") {
+		t.Fatalf("prune: %v\n%s%s", pr.err, pr.stdout, pr.stderr)
+	}
+	du = runEngine(t, root, "du", "--namespace", ns)
+	if du.err != nil || strings.Count(du.stdout, "\n") != 3 || !regexp.MustCompile(`(?m)^Total:\s+0B$`).MatchString(du.stdout) {
+		t.Errorf("du after prune --all:\n%s", du.stdout)
+	}
+	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine:1", "engine-run-2", "cat", "/srv/app/hello"); err != nil || strings.TrimSpace(out) != "engine" {
+		t.Errorf("run after prune: %q %v", out, err)
 	}
 }

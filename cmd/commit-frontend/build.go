@@ -202,9 +202,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	if opt.FrontendAttrs, err = o.Attrs(); err != nil {
 		return err
 	}
-	c, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, func(format string, args ...any) {
-		fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
-	})
+	c, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
 	if err != nil {
 		return err
 	}

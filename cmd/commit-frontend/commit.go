@@ -154,9 +154,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	if _, err := cc.Version(ctx); err != nil {
 		return errors.Wrapf(err, "containerd at %s does not answer", f.address)
 	}
-	warnf := func(format string, args ...any) {
-		fmt.Fprintln(cmd.ErrOrStderr(), "commit-frontend: "+printable(fmt.Sprintf(format, args...)))
-	}
+	warnf := warnTo(cmd)
 	var bk *bkclient.Client
 	dockerExport := f.docker && f.bk.Addr == "" && os.Getenv("BUILDKIT_HOST") == ""
 	if dockerExport {

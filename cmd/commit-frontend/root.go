@@ -15,6 +15,6 @@ func newRootCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	root.AddCommand(newBuildCommand(), newCommitCommand(), newHistoryCommand())
+	root.AddCommand(newBuildCommand(), newCommitCommand(), newHistoryCommand(), newDuCommand(), newPruneCommand())
 	return root
 }
