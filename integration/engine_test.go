@@ -115,3 +115,25 @@ func TestEngineCommit(t *testing.T) {
 		t.Errorf("run after prune: %q %v", out, err)
 	}
 }
+
+// TestEngineBuildLocalBase builds with nothing but containerd running, on a
+// base that exists only in containerd's image store (no registry has it):
+// FROM finds it there, as docker build finds local images, and the RUN
+// step runs through containerd.
+func TestEngineBuildLocalBase(t *testing.T) {
+	const ns = "engine-build"
+	c := ctrd(t, ns)
+	if _, err := env.ctrd.Ctr(context.Background(), ns, "images", "tag", "docker.io/library/busybox:latest", "local.invalid/only-here/busybox:1"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"Commitfile": "FROM local.invalid/only-here/busybox:1\nRUN echo built > /built && id -u > /uid\n"})
+	r := runEngine(t, t.TempDir(), "build", "--namespace", ns, "-t", "example.com/engine-built:1", dir)
+	if r.err != nil {
+		t.Fatalf("build without a buildkitd on a local base: %v\n%s", r.err, r.stderr)
+	}
+	mustImage(t, c, "example.com/engine-built:1")
+	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine-built:1", "engine-built-run", "cat", "/built", "/uid"); err != nil || out != "built\n0\n" {
+		t.Errorf("run: %q %v", out, err)
+	}
+}

@@ -199,14 +199,16 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	if err := buildopt.AddContexts(&opt, o, f.contexts); err != nil {
 		return err
 	}
-	if opt.FrontendAttrs, err = o.Attrs(); err != nil {
-		return err
-	}
+	// On the engine, FROM finds images in containerd's image store first:
+	// BuildKit's containerd worker looks there before any registry.
 	c, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
 	if err != nil {
 		return err
 	}
 	defer done()
+	if opt.FrontendAttrs, err = o.Attrs(); err != nil {
+		return err
+	}
 	if len(f.tags) > 0 {
 		return buildToStore(cmd, f, c, opt)
 	}
