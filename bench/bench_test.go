@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
+	"github.com/commit-frontend/commit-frontend/engine"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -276,7 +277,9 @@ func BenchmarkCommit(b *testing.B) {
 			// cannot set a level and writes containerd's default gzip.
 			for _, comp := range []string{"gzip", "gzip-1", "zstd", "uncompressed"} {
 				for _, cache := range []string{"warm", "cold"} {
-					impls := []string{"commit-frontend", "containerd-native"}
+					// commit-frontend-engine: the same CLI with no
+					// buildkitd named, BuildKit's engine in the process.
+					impls := []string{"commit-frontend", "commit-frontend-engine", "containerd-native"}
 					if env.bkCtrd != nil {
 						impls = append(impls, "commit-frontend-ctrd-worker")
 					}
@@ -345,18 +348,28 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		daemons0 := daemonCPU()
 		b.StartTimer()
 		switch impl {
-		case "commit-frontend", "commit-frontend-ctrd-worker":
-			addr := env.bk.Addr
-			if impl == "commit-frontend-ctrd-worker" {
-				addr = env.bkCtrd.Addr
+		case "commit-frontend", "commit-frontend-ctrd-worker", "commit-frontend-engine":
+			args := []string{"commit", "--address", env.ctrd.Addr, "-n", ns}
+			switch impl {
+			case "commit-frontend":
+				args = append(args, "--addr", env.bk.Addr)
+			case "commit-frontend-ctrd-worker":
+				args = append(args, "--addr", env.bkCtrd.Addr)
 			}
 			md := filepath.Join(env.dir, id+".json")
 			comp := []string{"--compression", compression}
 			if name, level, ok := strings.Cut(compression, "-"); ok {
 				comp = []string{"--compression", name, "--compression-level", level}
 			}
-			cmd := exec.Command(env.cli, append(append([]string{"commit", "--address", env.ctrd.Addr, "-n", ns, "--addr", addr},
-				comp...), "--metadata-file", md, id, ref)...)
+			cmd := exec.Command(env.cli, append(append(args, comp...), "--metadata-file", md, id, ref)...)
+			if impl == "commit-frontend-engine" {
+				for _, kv := range os.Environ() {
+					if !strings.HasPrefix(kv, "BUILDKIT_HOST=") {
+						cmd.Env = append(cmd.Env, kv)
+					}
+				}
+				cmd.Env = append(cmd.Env, engine.RootEnv+"="+filepath.Join(env.dir, "engine"))
+			}
 			out, peak, err := runSampled(cmd)
 			if err != nil {
 				b.Fatalf("%v: %s", err, out)

@@ -67,6 +67,12 @@ func TestEngineCommit(t *testing.T) {
 	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine:1", "engine-run", "cat", "/srv/app/hello"); err != nil || strings.TrimSpace(out) != "engine" {
 		t.Errorf("run: %q %v", out, err)
 	}
+	// The default compression, gzip, written by BuildKit's image exporter
+	// in place.
+	m := imageManifest(t, ct.c, mustImage(t, ct.c, "example.com/engine:1"))
+	if l := m.Layers[len(m.Layers)-1]; !strings.HasSuffix(l.MediaType, "gzip") {
+		t.Errorf("the new layer is %s, want gzip", l.MediaType)
+	}
 
 	// Three more at once: all succeed, one by one.
 	var wg sync.WaitGroup

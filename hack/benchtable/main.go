@@ -1,7 +1,8 @@
 // Command benchtable reads `go test -bench BenchmarkCommit` output and prints
 // a markdown table that pairs each cell's commit-frontend and
 // containerd-native results, with their ratio, and a second table with the
-// peers (podman, the containerd-worker path) where the run had them.
+// peers (the in-process engine, podman, the containerd-worker path) where
+// the run had them.
 package main
 
 import (
@@ -58,7 +59,7 @@ func main() {
 }
 
 // peers are the implementations beyond the main pair, in column order.
-var peers = []string{"commit-frontend-ctrd-worker", "podman"}
+var peers = []string{"commit-frontend-engine", "commit-frontend-ctrd-worker", "podman"}
 
 // peersTable prints, for the cells that had a peer, every implementation's
 // wall time and how many times faster commit-frontend is than it.
@@ -78,15 +79,15 @@ func peersTable(cells map[string]map[string]result, order []string) {
 		return
 	}
 	fmt.Println()
-	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | commit-frontend, containerd worker s | containerd-native s | podman s | podman / commit-frontend | podman / containerd worker |")
-	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | in-process engine s | containerd worker s | containerd-native s | podman s | native / engine | podman / commit-frontend | podman / engine |")
+	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, cell := range rows {
 		parts := cellParts(cell)
 		t := func(impl string) float64 { return cells[cell][impl]["ns/op"] / 1e9 }
-		o, w, n, p := t("commit-frontend"), t("commit-frontend-ctrd-worker"), t("containerd-native"), t("podman")
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		o, e, w, n, p := t("commit-frontend"), t("commit-frontend-engine"), t("commit-frontend-ctrd-worker"), t("containerd-native"), t("podman")
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
-			num(o), num(w), num(n), num(p), ratio(p, o), ratio(p, w))
+			num(o), num(e), num(w), num(n), num(p), ratio(n, e), ratio(p, o), ratio(p, e))
 	}
 }
 
