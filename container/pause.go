@@ -5,9 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/commit-frontend/commit-frontend/internal/flock"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
@@ -130,50 +130,23 @@ func Lock(ctx context.Context, ns string, tg *Target, id string, warnf func(stri
 		return nil, err
 	}
 	g := &Guard{dir: dir, lock: f, record: key + ".paused", task: task, id: id, warnf: warnf}
-	deadline := time.Now().Add(LockTimeout)
-	told := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			g.close()
-			return nil, errors.Wrap(err, "container lock")
-		}
-		holder := g.holder()
-		if !told && warnf != nil {
+	holder, err := flock.Acquire(ctx, f, LockTimeout, func(holder string) {
+		if warnf != nil {
 			warnf("waiting for %s, which is committing container %s", holder, id)
-			told = true
 		}
-		if time.Now().After(deadline) {
-			g.close()
+	})
+	if err != nil {
+		g.close()
+		if errors.Is(err, flock.ErrTimeout) {
 			return nil, errors.Errorf("container %s: %s has been committing it for more than %s (lock %s)", id, holder, LockTimeout, f.Name())
 		}
-		select {
-		case <-ctx.Done():
-			g.close()
-			return nil, context.Cause(ctx)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return nil, errors.Wrap(err, "container lock")
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	if err := g.repair(ctx); err != nil {
 		g.Unlock()
 		return nil, err
 	}
 	return g, nil
-}
-
-// holder describes the process holding the lock, as far as its file says.
-func (g *Guard) holder() string {
-	buf := make([]byte, 32)
-	n, _ := g.lock.ReadAt(buf, 0)
-	if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
-		return "commit-frontend process " + pid
-	}
-	return "another commit-frontend process"
 }
 
 // repair resumes a container that a killed commit left paused.
@@ -275,7 +248,7 @@ func (g *Guard) clearRecord() error {
 
 // Unlock releases the lock.
 func (g *Guard) Unlock() {
-	_ = unix.Flock(int(g.lock.Fd()), unix.LOCK_UN)
+	flock.Release(g.lock)
 	g.close()
 }
 

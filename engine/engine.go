@@ -12,10 +12,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/commit-frontend/commit-frontend/internal/flock"
 	ctd "github.com/containerd/containerd/v2/client"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildkitd/config"
@@ -255,44 +254,20 @@ func lock(ctx context.Context, root string, warnf func(string, ...any)) (func() 
 	if err != nil {
 		return nil, errors.Wrap(err, "the engine's lock")
 	}
-	deadline := time.Now().Add(LockTimeout)
-	told := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, errors.Wrap(err, "the engine's lock")
-		}
-		holder := "another commit-frontend process"
-		buf := make([]byte, 32)
-		if n, _ := f.ReadAt(buf, 0); n > 0 {
-			if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
-				holder = "commit-frontend process " + pid
-			}
-		}
-		if !told && warnf != nil {
+	holder, err := flock.Acquire(ctx, f, LockTimeout, func(holder string) {
+		if warnf != nil {
 			warnf("waiting for %s, which runs the engine in %s", holder, root)
-			told = true
 		}
-		if time.Now().After(deadline) {
-			f.Close()
+	})
+	if err != nil {
+		f.Close()
+		if errors.Is(err, flock.ErrTimeout) {
 			return nil, errors.Errorf("%s has run the engine in %s for more than %s (lock %s)", holder, root, LockTimeout, p)
 		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, context.Cause(ctx)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return nil, err
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() error {
-		_ = f.Truncate(0)
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		flock.Release(f)
 		return f.Close()
 	}, nil
 }

@@ -26,20 +26,31 @@ func (f *cacheFlags) add(cmd *cobra.Command) {
 	addBuildkitFlags(fl, &f.bk)
 }
 
-func newDuCommand() *cobra.Command {
+// cacheCommand is a command on BuildKit's cache: run gets a client of the
+// BuildKit the flags reach.
+func cacheCommand(use, short string, run func(cmd *cobra.Command, bk *bkclient.Client) error) *cobra.Command {
 	var f cacheFlags
 	cmd := &cobra.Command{
-		Use:   "du [OPTIONS]",
-		Short: "Show BuildKit's cache: the in-process engine's, or a buildkitd's (like buildctl du)",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			bk, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
+			bk, done, err := connectBuildkit(cmd.Context(), f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
 			if err != nil {
 				return err
 			}
 			defer done()
-			du, err := bk.DiskUsage(ctx)
+			return run(cmd, bk)
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newDuCommand() *cobra.Command {
+	return cacheCommand("du [OPTIONS]", "Show BuildKit's cache: the in-process engine's, or a buildkitd's (like buildctl du)",
+		func(cmd *cobra.Command, bk *bkclient.Client) error {
+			du, err := bk.DiskUsage(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -60,28 +71,15 @@ func newDuCommand() *cobra.Command {
 			fmt.Fprintf(tw, "Reclaimable:\t%s\n", units.HumanSize(float64(reclaimable)))
 			fmt.Fprintf(tw, "Total:\t%s\n", units.HumanSize(float64(total)))
 			return tw.Flush()
-		},
-	}
-	f.add(cmd)
-	return cmd
+		})
 }
 
 func newPruneCommand() *cobra.Command {
-	var f cacheFlags
 	var all bool
 	var keep time.Duration
 	var filters []string
-	cmd := &cobra.Command{
-		Use:   "prune [OPTIONS]",
-		Short: "Free BuildKit's cache: the in-process engine's, or a buildkitd's (like buildctl prune)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			bk, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
-			if err != nil {
-				return err
-			}
-			defer done()
+	cmd := cacheCommand("prune [OPTIONS]", "Free BuildKit's cache: the in-process engine's, or a buildkitd's (like buildctl prune)",
+		func(cmd *cobra.Command, bk *bkclient.Client) error {
 			opts := []bkclient.PruneOption{bkclient.WithFilter(filters), bkclient.WithKeepOpt(keep, 0, 0, 0)}
 			if all {
 				opts = append(opts, bkclient.PruneAll)
@@ -96,7 +94,7 @@ func newPruneCommand() *cobra.Command {
 					freed += u.Size
 				}
 			}()
-			err = bk.Prune(ctx, ch, opts...)
+			err := bk.Prune(cmd.Context(), ch, opts...)
 			close(ch)
 			<-printed
 			if err != nil {
@@ -104,9 +102,7 @@ func newPruneCommand() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Total:\t%s\n", units.HumanSize(float64(freed)))
 			return nil
-		},
-	}
-	f.add(cmd)
+		})
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also the records still worth keeping as cache (internal and frequently used ones)")
 	cmd.Flags().DurationVar(&keep, "keep-duration", 0, "keep what was used within this long")
 	cmd.Flags().StringArrayVar(&filters, "filter", nil, "only the records matching this filter (buildctl's syntax: type==regular, id==ID, description~=TEXT)")
