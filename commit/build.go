@@ -77,6 +77,7 @@ func (c *Client) Build(ctx context.Context, opt BuildOptions) (_ *Result, retErr
 	so.Exports, err = l.Exports(ctx, exporter.ExportOpt{
 		Name: names[0], Snapshotter: snapshotter, Docker: c.BuildkitIsDocker, SessionStore: sessionStore,
 		OneManifest: !strings.Contains(fo.Platform, ",") && !fo.Attested(),
+		GzipFirst:   c.BuildkitInProcess,
 	})
 	if err != nil {
 		return nil, err

@@ -22,6 +22,10 @@ type Client struct {
 	// (solve.ConnectDocker): images land through its exporter, straight
 	// into docker's image store.
 	BuildkitIsDocker bool
+	// BuildkitInProcess tells that Buildkit is BuildKit's engine in this
+	// process (package engine): a gzip layer is then compressed on its way
+	// into containerd rather than by BuildKit's own exporter.
+	BuildkitInProcess bool
 	// Docker is the Engine API of the Docker Engine whose containers are
 	// committed with Options.Docker; Containerd is then dockerd's
 	// containerd, in its namespace.

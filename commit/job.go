@@ -115,6 +115,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		Outputs: j.outputs, Name: j.name, Snapshotter: tg.Snapshotter, Docker: j.BuildkitIsDocker, SessionStore: sessionStore,
 		Layer:       j.layer,
 		OneManifest: fo.Provenance == "",
+		GzipFirst:   j.BuildkitInProcess,
 	})
 	if err != nil {
 		return nil, err

@@ -26,8 +26,11 @@ import (
 // uncompressed blob buildkitd offered with the gzip blob written for it.
 type gzipRecord struct {
 	level int
-	mu    sync.Mutex
-	blobs map[digest.Digest]ocispecs.Descriptor
+	// evenOverUncompressed gzips a layer containerd already holds
+	// uncompressed: the engine's worker wrote it there itself.
+	evenOverUncompressed bool
+	mu                   sync.Mutex
+	blobs                map[digest.Digest]ocispecs.Descriptor
 }
 
 // gzipOnTheWay makes the store write every uncompressed layer blob that
@@ -37,8 +40,8 @@ type gzipRecord struct {
 // of their own in buildkitd, by a compressor several times faster than the
 // standard library's, on every core. gzipBlobs tells which blobs were replaced;
 // RewriteManifest puts the gzip blobs in the manifest buildkitd wrote.
-func (s *leasedStore) gzipOnTheWay(level int) {
-	s.gzip = &gzipRecord{level: level, blobs: map[digest.Digest]ocispecs.Descriptor{}}
+func (s *leasedStore) gzipOnTheWay(level int, evenOverUncompressed bool) {
+	s.gzip = &gzipRecord{level: level, evenOverUncompressed: evenOverUncompressed, blobs: map[digest.Digest]ocispecs.Descriptor{}}
 }
 
 // gzipBlobs maps each uncompressed blob buildkitd offered to the gzip blob
@@ -69,7 +72,7 @@ func (s *leasedStore) uncompressedLayer(ctx context.Context, dgst digest.Digest)
 // gzipWriter returns the writer of desc, an uncompressed layer, as a gzip
 // blob, or fetches it from the source that way.
 func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) (content.Writer, error) {
-	if _, err := s.Store.Info(ctx, desc.Digest); err == nil {
+	if _, err := s.Store.Info(ctx, desc.Digest); err == nil && !s.gzip.evenOverUncompressed {
 		// containerd has it uncompressed: the image keeps that blob.
 		return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
 	}

@@ -112,6 +112,12 @@ type ExportOpt struct {
 	// else in it names (no attestation, one platform): its new layers may
 	// then be gzipped on their way into containerd.
 	OneManifest bool
+	// GzipFirst takes a gzip layer through the copy that gzips it on its
+	// way into containerd even where BuildKit's own exporter could write
+	// the image in place (it would gzip on one core): for the engine in
+	// this process, whose worker writes the uncompressed blob into this
+	// containerd itself.
+	GzipFirst bool
 }
 
 // OCIExporterTar is the OCI exporter's attribute that says whether it
@@ -144,6 +150,9 @@ func (l *Landing) Exports(ctx context.Context, o ExportOpt) ([]bkclient.ExportEn
 		if l.direct, err = sharesContainerd(ctx, l.cc, worker, l.ns, o.Snapshotter); err != nil {
 			return nil, err
 		}
+		if _, gzip := o.Layer.Gzip(); l.direct && o.GzipFirst && gzip && o.OneManifest && onThisMachine(worker) {
+			l.direct = false
+		}
 	}
 	switch {
 	case toStore && o.Docker:
@@ -172,7 +181,7 @@ func (l *Landing) Exports(ctx context.Context, o ExportOpt) ([]bkclient.ExportEn
 			// less over the bytes, and a faster gzip than BuildKit's
 			// single-threaded standard-library one.
 			attrs[string(exptypes.OptKeyLayerCompression)] = compression.Uncompressed.String()
-			l.store.gzipOnTheWay(level)
+			l.store.gzipOnTheWay(level, o.GzipFirst)
 		}
 		out = []bkclient.ExportEntry{{Type: bkclient.ExporterOCI, Attrs: attrs, OutputStore: o.SessionStore}}
 	}

@@ -201,7 +201,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	}
 	// On the engine, FROM finds images in containerd's image store first:
 	// BuildKit's containerd worker looks there before any registry.
-	c, done, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
+	c, done, inProcess, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
 	if err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 		return err
 	}
 	if len(f.tags) > 0 {
-		return buildToStore(cmd, f, c, opt)
+		return buildToStore(cmd, f, c, inProcess, opt)
 	}
 	resp, err := solve.Run(ctx, c, opt, f.progress)
 	if err != nil {
@@ -221,14 +221,14 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 
 // buildToStore lands the build in containerd's image store and prints the
 // image ID.
-func buildToStore(cmd *cobra.Command, f buildFlags, bk *client.Client, opt client.SolveOpt) error {
+func buildToStore(cmd *cobra.Command, f buildFlags, bk *client.Client, inProcess bool, opt client.SolveOpt) error {
 	ctx := cmd.Context()
 	cc, err := containerd.New(f.address, containerd.WithDefaultNamespace(f.namespace))
 	if err != nil {
 		return errors.Wrapf(err, "connecting to containerd at %s", f.address)
 	}
 	defer cc.Close()
-	c := &commit.Client{Containerd: cc, Namespace: f.namespace, Buildkit: bk, Progress: f.progress}
+	c := &commit.Client{Containerd: cc, Namespace: f.namespace, Buildkit: bk, BuildkitInProcess: inProcess, Progress: f.progress}
 	res, err := c.Build(ctx, commit.BuildOptions{Tags: f.tags, Snapshotter: f.snapshotter, Solve: opt})
 	if err != nil {
 		return err

@@ -156,6 +156,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	}
 	warnf := warnTo(cmd)
 	var bk *bkclient.Client
+	var inProcess bool
 	dockerExport := f.docker && f.bk.Addr == "" && os.Getenv("BUILDKIT_HOST") == ""
 	if dockerExport {
 		if bk, err = solve.ConnectDocker(ctx, dc); err != nil {
@@ -164,20 +165,21 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		defer bk.Close()
 	} else {
 		var done func() error
-		if bk, done, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnf); err != nil {
+		if bk, done, inProcess, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnf); err != nil {
 			return err
 		}
 		defer done()
 	}
 	c := &commit.Client{
-		Containerd:       cc,
-		Namespace:        f.namespace,
-		Buildkit:         bk,
-		BuildkitIsDocker: dockerExport,
-		Docker:           dc,
-		Session:          []session.Attachable{solve.DockerAuth()},
-		Progress:         f.progress,
-		Warnf:            warnf,
+		Containerd:        cc,
+		Namespace:         f.namespace,
+		Buildkit:          bk,
+		BuildkitIsDocker:  dockerExport,
+		BuildkitInProcess: inProcess,
+		Docker:            dc,
+		Session:           []session.Attachable{solve.DockerAuth()},
+		Progress:          f.progress,
+		Warnf:             warnf,
 	}
 	res, err := c.Commit(ctx, commit.Options{
 		Container:       ctr,
