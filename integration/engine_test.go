@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/engine"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
+	"github.com/containerd/containerd/v2/core/snapshots"
 )
 
 // runEngine runs the CLI with no buildkitd named (no --addr, no
@@ -143,5 +145,64 @@ func TestEngineBuildLocalBase(t *testing.T) {
 	mustImage(t, c, "example.com/engine-built:1")
 	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine-built:1", "engine-built-run", "cat", "/built", "/uid"); err != nil || out != "built\n0\n" {
 		t.Errorf("run: %q %v", out, err)
+	}
+}
+
+// TestEngineCacheBounded commits one container a hundred times through the
+// engine, each image under the same name: neither the engine's cache nor
+// containerd's snapshots grow with the number of commits, and prune --all
+// returns both to where they were before the first.
+func TestEngineCacheBounded(t *testing.T) {
+	const ns = "engine-bound"
+	const commits = 100
+	root := t.TempDir()
+	ct := startContainer(t, ns, "overlayfs", "bound-1", "mkdir /data && seq 1 5000 > /data/seq && echo bound > /who", true)
+	ctx := context.Background()
+	snapshots := func() int {
+		n := 0
+		if err := ct.c.SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	records := func() int {
+		r := runEngine(t, root, "du", "--namespace", ns)
+		if r.err != nil {
+			t.Fatalf("du: %v\n%s", r.err, r.stderr)
+		}
+		// A header, the records, a blank line and the totals.
+		return strings.Count(r.stdout, "\n") - 3
+	}
+	before := snapshots()
+	var afterFirst, afterTen [2]int
+	for i := 1; i <= commits; i++ {
+		r := runEngine(t, root, "commit", "--namespace", ns, "-m", fmt.Sprintf("commit %d", i), "bound-1", "example.com/bound:latest")
+		if r.err != nil {
+			t.Fatalf("commit %d: %v\n%s", i, r.err, r.stderr)
+		}
+		switch i {
+		case 1:
+			afterFirst = [2]int{snapshots(), records()}
+		case 10:
+			afterTen = [2]int{snapshots(), records()}
+		}
+	}
+	afterAll := [2]int{snapshots(), records()}
+	t.Logf("snapshots, engine cache records: before %d, after 1 commit %v, 10 %v, %d %v", before, afterFirst, afterTen, commits, afterAll)
+	if afterAll[0] > afterTen[0] || afterAll[1] > afterTen[1] || afterAll[0] > afterFirst[0]+1 {
+		t.Errorf("the state grew with the commits: snapshots and records after 1 commit %v, after 10 %v, after %d %v", afterFirst, afterTen, commits, afterAll)
+	}
+	cfg := imageConfig(t, ct.c, mustImage(t, ct.c, "example.com/bound:latest"))
+	if h := cfg.History[len(cfg.History)-1]; h.Comment != fmt.Sprintf("commit %d", commits) {
+		t.Errorf("the last image's history: %+v", h)
+	}
+	diffTrees(t, "last image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/bound:latest", "overlayfs"))
+
+	if pr := runEngine(t, root, "prune", "--namespace", ns, "--all"); pr.err != nil {
+		t.Fatalf("prune: %v\n%s", pr.err, pr.stderr)
+	}
+	// What stays is the image: its one new layer's snapshot.
+	if n, r := snapshots(), records(); r != 0 || n != before+1 {
+		t.Errorf("after prune --all: %d snapshots (%d before the commits, and the image's layer), %d records in the engine's cache", n, before, r)
 	}
 }
