@@ -65,6 +65,9 @@ type Writer struct {
 	// exactLinkTimes leaves hard-linked files' mtimes as they are
 	// (ExactLinkTimes).
 	exactLinkTimes bool
+	// scan looks for credentials (ScanSecrets); secrets are those found.
+	scan    bool
+	secrets []Secret
 }
 
 // A sink receives what a Writer accepts.
@@ -300,6 +303,9 @@ func (w *Writer) add(n *node, xattrs map[string]string) error {
 			h.PAXRecords = map[string]string{}
 		}
 		h.PAXRecords["SCHILY.xattr."+k] = v
+	}
+	if h.Typeflag == tar.TypeReg && w.scan {
+		w.scanFile(n, n.rel, h.Size)
 	}
 	if h.Typeflag == tar.TypeReg && st.Nlink > 1 {
 		key := inode{st.Dev, st.Ino}

@@ -18,6 +18,7 @@ import (
 	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/commit-frontend/commit-frontend/frontend/commitfile"
+	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	bkclient "github.com/moby/buildkit/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -69,7 +70,29 @@ type Options struct {
 	// SourceDateEpoch, when set, is the time of the image and its new
 	// history entry (SOURCE_DATE_EPOCH).
 	SourceDateEpoch *time.Time
+	// UnsetEnv and UnsetLabels are name patterns (AWS_*, io.kubernetes.*)
+	// of environment variables and labels the image's config leaves out.
+	UnsetEnv, UnsetLabels []string
+	// Annotations go on the image manifest.
+	Annotations map[string]string
+	// OmitHistory leaves the image's history one blank entry per layer.
+	OmitHistory bool
+	// SecretScan is what a credential found in the change set does:
+	// SecretScanWarn (also ""), SecretScanFail or SecretScanOff.
+	SecretScan string
 }
+
+// The values of Options.SecretScan.
+const (
+	// SecretScanWarn names each credential found on stderr (Client.Warnf)
+	// and in Result.Secrets, and commits.
+	SecretScanWarn = "warn"
+	// SecretScanFail refuses the commit, naming each credential found,
+	// before anything is written.
+	SecretScanFail = "fail"
+	// SecretScanOff reads no file to look.
+	SecretScanOff = "off"
+)
 
 // check refuses bad options before anything is paused or written.
 func (opt *Options) check() error {
@@ -90,6 +113,22 @@ func (opt *Options) check() error {
 	}
 	if opt.Squash && opt.SquashSince != "" {
 		return errors.New("--squash and --squash-since exclude each other")
+	}
+	switch opt.SecretScan {
+	case "", SecretScanWarn, SecretScanFail, SecretScanOff:
+	default:
+		return errors.Errorf("--secret-scan=%s: want warn, fail or off", opt.SecretScan)
+	}
+	if err := imageconfig.CheckPatterns("--unset-env", opt.UnsetEnv); err != nil {
+		return err
+	}
+	if err := imageconfig.CheckPatterns("--unset-label", opt.UnsetLabels); err != nil {
+		return err
+	}
+	for k := range opt.Annotations {
+		if err := frontend.CheckAnnotation(k); err != nil {
+			return errors.Wrap(err, "--annotation")
+		}
 	}
 	switch opt.Provenance {
 	case "", "mode=min", "mode=max":
@@ -124,6 +163,8 @@ type Result struct {
 	// entries themselves, whiteouts for removals) or "tar" (a tar BuildKit
 	// extracts); "" without a change set.
 	Transfer string
+	// Secrets are the credentials the scan found in the change set.
+	Secrets []changeset.Secret
 }
 
 // land fills in what the landing made.
@@ -147,7 +188,10 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	// Find the container and its base.
-	fo := &frontend.Options{Changes: opt.Changes, Author: opt.Author, Message: opt.Message, Provenance: opt.Provenance}
+	fo := &frontend.Options{
+		Changes: opt.Changes, Author: opt.Author, Message: opt.Message, Provenance: opt.Provenance,
+		UnsetEnv: opt.UnsetEnv, UnsetLabels: opt.UnsetLabels, Annotations: opt.Annotations, OmitHistory: opt.OmitHistory,
+	}
 	var tg *container.Target
 	if opt.Docker {
 		if c.Docker == nil {
@@ -188,7 +232,10 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 	j := &job{
 		Client: c, container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		opts: fo, outputs: opt.Outputs, layer: opt.Layer,
-		exclude: opt.Exclude, squashRoot: squashRoot,
+		exclude: opt.Exclude, squashRoot: squashRoot, secretScan: opt.SecretScan,
+	}
+	if j.secretScan == "" {
+		j.secretScan = SecretScanWarn
 	}
 	return j.run(ctx)
 }

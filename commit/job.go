@@ -47,6 +47,8 @@ type job struct {
 	exclude []string
 	// squashRoot is the manifest of the --squash-since image.
 	squashRoot ocispecs.Descriptor
+	// secretScan is Options.SecretScan; "" (a builder step) scans nothing.
+	secretScan string
 }
 
 // run reads the change set, solves and lands, in that order; what each
@@ -141,6 +143,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 			res.Paused = cs.paused
 		}()
 		res.ChangeSet = *cs.m
+		res.Secrets = cs.secrets
 		// The change set's name is what provenance records of it.
 		local := "rootfs"
 		if fo.Provenance != "" {

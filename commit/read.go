@@ -2,7 +2,9 @@ package commit
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +32,8 @@ type changes struct {
 	// tree tells that fs is the tree the change set describes
 	// (changeset.Plan.TreeFS), not the change-set directory.
 	tree bool
+	// secrets are the credentials the scan found.
+	secrets []changeset.Secret
 }
 
 // readChanges reads the container's change set. Commits of the same
@@ -137,6 +141,9 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		w.Abort()
 		return nil, err
 	}
+	if j.secretScan != "" && j.secretScan != SecretScanOff {
+		w.ScanSecrets()
+	}
 	if err := changeset.FromSnapshot(ctx, sn, tg.Snapshot, mounts, w); err != nil {
 		w.Abort()
 		return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
@@ -155,6 +162,12 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	}
 	for _, p := range w.UnusedExcludes() {
 		j.warnf("--exclude %q excluded nothing", p)
+	}
+	if c.secrets = w.Secrets(); len(c.secrets) > 0 {
+		if err := j.reportSecrets(c.secrets); err != nil {
+			w.Abort()
+			return nil, err
+		}
 	}
 	if c.m.Whiteouts > 0 {
 		if err := changeset.CheckMountedPatterns(ctx, w.Removals(), mounts, j.container); err != nil {
@@ -232,3 +245,28 @@ const transferEnv = "COMMIT_FRONTEND_TRANSFER"
 // layerRecordName is the change set's header record that says how the
 // layer is written.
 const layerRecordName = "layer"
+
+// reportSecrets names the credentials found on stderr, or refuses the
+// commit with them (SecretScanFail).
+func (j *job) reportSecrets(found []changeset.Secret) error {
+	var named []string
+	for i, s := range found {
+		if i == maxNamedWarnings {
+			named = append(named, fmt.Sprintf("and %d more", len(found)-i))
+			break
+		}
+		named = append(named, fmt.Sprintf("%q (%s)", s.Path, s.Kind))
+	}
+	if j.secretScan == SecretScanFail {
+		return errors.Errorf("--secret-scan=fail: the changes of %s hold %d credential file(s), which the image would give to everyone who pulls it: %s; leave them out with --exclude PATH, or commit with --secret-scan=warn",
+			j.container, len(found), strings.Join(named, ", "))
+	}
+	for i, s := range found {
+		if i == maxNamedWarnings {
+			j.warnf("%d more credential files go into the image", len(found)-i)
+			break
+		}
+		j.warnf("%q goes into the image and looks like %s: leave it out with --exclude %s", s.Path, s.Kind, s.Path)
+	}
+	return nil
+}

@@ -137,6 +137,9 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 				return nil, err
 			}
 		}
+		if res.Image, err = o.finishImage(res.Image); err != nil {
+			return nil, err
+		}
 		r, err := c.Solve(ctx, gwclient.SolveRequest{Definition: res.Definition, CacheImports: bc.CacheImports})
 		if err != nil {
 			return nil, err
@@ -190,7 +193,12 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 			return nil, err
 		}
 	}
-	return rb.Finalize()
+	out, err := rb.Finalize()
+	if err != nil {
+		return nil, err
+	}
+	o.annotate(out, len(bc.TargetPlatforms) > 1 || bc.MultiPlatformRequested)
+	return out, nil
 }
 
 // read reads the Commitfile, or makes one of the options (for the

@@ -6,8 +6,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	gwclient "github.com/moby/buildkit/frontend/gateway/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pkg/errors"
@@ -74,6 +77,17 @@ const (
 	// computed by the worker's walking differ (containerd's, as docker
 	// commit computes it) instead of BuildKit's overlay differ.
 	KeyLayerDiffer = "layer-differ"
+	// KeyUnsetEnv and KeyUnsetLabel remove from the image's config the
+	// environment variables and labels whose names match a pattern (one
+	// per line; * any run of characters, ? one, [...] a class).
+	KeyUnsetEnv   = "unset-env"
+	KeyUnsetLabel = "unset-label"
+	// KeyAnnotationPrefix starts the keys of annotations (annotation:KEY)
+	// put on the image manifest, and on the index when there is one.
+	KeyAnnotationPrefix = "annotation:"
+	// KeyOmitHistory, "true", leaves the history nothing but one blank
+	// entry per layer.
+	KeyOmitHistory = "omit-history"
 
 	// DefaultFilename is the Commitfile read when no filename is given.
 	DefaultFilename = "Commitfile"
@@ -154,6 +168,12 @@ type Options struct {
 	NoCache     *string
 	NetworkMode string
 	AddHosts    []string
+	// UnsetEnv and UnsetLabels are name patterns of environment variables
+	// and labels the image leaves out; Annotations go on its manifest (and
+	// index); OmitHistory blanks its history.
+	UnsetEnv, UnsetLabels []string
+	Annotations           map[string]string
+	OmitHistory           bool
 	// Extra are keys this codec does not know (dockerui's own, a
 	// frontend's), passed through as they are.
 	Extra map[string]string
@@ -200,6 +220,25 @@ func ParseOptions(m map[string]string) (*Options, error) {
 	if v, ok := m[KeyNoCache]; ok {
 		o.NoCache = &v
 	}
+	if v := m[KeyUnsetEnv]; v != "" {
+		o.UnsetEnv = strings.Split(v, "\n")
+	}
+	if v := m[KeyUnsetLabel]; v != "" {
+		o.UnsetLabels = strings.Split(v, "\n")
+	}
+	if err := imageconfig.CheckPatterns("option "+KeyUnsetEnv, o.UnsetEnv); err != nil {
+		return nil, err
+	}
+	if err := imageconfig.CheckPatterns("option "+KeyUnsetLabel, o.UnsetLabels); err != nil {
+		return nil, err
+	}
+	if v, ok := m[KeyOmitHistory]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, errors.Errorf("option %s=%q: want true or false", KeyOmitHistory, v)
+		}
+		o.OmitHistory = b
+	}
 	o.Target, o.NetworkMode = m[KeyTarget], m[KeyNetworkMode]
 	if v := m[KeyAddHosts]; v != "" {
 		o.AddHosts = strings.Split(v, ",")
@@ -211,6 +250,11 @@ func ParseOptions(m map[string]string) (*Options, error) {
 			o.BuildArgs = put(o.BuildArgs, name, v)
 		} else if name, ok := strings.CutPrefix(k, KeyAttestPrefix); ok && k != KeyProvenance {
 			o.Attests = put(o.Attests, name, v)
+		} else if name, ok := strings.CutPrefix(k, KeyAnnotationPrefix); ok {
+			if err := CheckAnnotation(name); err != nil {
+				return nil, errors.Wrapf(err, "option %s", k)
+			}
+			o.Annotations = put(o.Annotations, name, v)
 		} else if !knownKeys[k] {
 			o.Extra = put(o.Extra, k, v)
 		}
@@ -263,6 +307,14 @@ func (o *Options) Attrs() (map[string]string, error) {
 	}
 	set(KeyNetworkMode, o.NetworkMode)
 	set(KeyAddHosts, strings.Join(o.AddHosts, ","))
+	set(KeyUnsetEnv, strings.Join(o.UnsetEnv, "\n"))
+	set(KeyUnsetLabel, strings.Join(o.UnsetLabels, "\n"))
+	for k, v := range o.Annotations {
+		m[KeyAnnotationPrefix+k] = v
+	}
+	if o.OmitHistory {
+		m[KeyOmitHistory] = "true"
+	}
 	for k, v := range o.Extra {
 		if _, ok := m[k]; !ok {
 			m[k] = v
@@ -276,7 +328,7 @@ var knownKeys = map[string]bool{
 	KeyFilename: true, KeyBase: true, KeyCommit: true, KeyChange: true, KeyCommitTree: true, KeyAuthor: true,
 	KeyMessage: true, KeyCreatedBy: true, KeyImageConfig: true, KeySquashSince: true, KeySquashSinceName: true,
 	KeyPlatform: true, KeyProvenance: true, KeyLayerDiffer: true, KeyTarget: true, KeyNoCache: true,
-	KeyNetworkMode: true, KeyAddHosts: true,
+	KeyNetworkMode: true, KeyAddHosts: true, KeyUnsetEnv: true, KeyUnsetLabel: true, KeyOmitHistory: true,
 }
 
 // Attested reports whether the build asks BuildKit for any attestation.
@@ -307,6 +359,9 @@ func (o *Options) Clone() *Options {
 	c.Attests = maps.Clone(o.Attests)
 	c.Extra = maps.Clone(o.Extra)
 	c.AddHosts = slices.Clone(o.AddHosts)
+	c.UnsetEnv = slices.Clone(o.UnsetEnv)
+	c.UnsetLabels = slices.Clone(o.UnsetLabels)
+	c.Annotations = maps.Clone(o.Annotations)
 	if o.NoCache != nil {
 		v := *o.NoCache
 		c.NoCache = &v
@@ -315,4 +370,45 @@ func (o *Options) Clone() *Options {
 		c.ImageConfig = imageconfig.CloneConfig(o.ImageConfig)
 	}
 	return &c
+}
+
+// CheckAnnotation refuses an annotation key an image exporter would not
+// take.
+func CheckAnnotation(key string) error {
+	if key == "" {
+		return errors.New("an annotation needs a key (KEY=VALUE)")
+	}
+	if _, ok, err := exptypes.ParseAnnotationKey(exptypes.AnnotationManifestKey(nil, key)); !ok || err != nil {
+		return errors.Errorf("annotation key %q: not a key an image manifest can carry", key)
+	}
+	return nil
+}
+
+// finishImage applies to a built image what the options ask of every
+// image: variables and labels unset, history omitted.
+func (o *Options) finishImage(img *dockerspec.DockerOCIImage) (*dockerspec.DockerOCIImage, error) {
+	if img == nil {
+		return nil, nil
+	}
+	if len(o.UnsetEnv)+len(o.UnsetLabels) > 0 {
+		var err error
+		if img, err = imageconfig.Unset(img, o.UnsetEnv, o.UnsetLabels); err != nil {
+			return nil, err
+		}
+	}
+	if o.OmitHistory {
+		img = imageconfig.OmitHistory(img, time.Now().UTC())
+	}
+	return img, nil
+}
+
+// annotate puts the annotations on the result's manifests, and on its
+// index when it is one (more than one platform).
+func (o *Options) annotate(res *gwclient.Result, index bool) {
+	for k, v := range o.Annotations {
+		res.AddMeta(exptypes.AnnotationManifestKey(nil, k), []byte(v))
+		if index {
+			res.AddMeta(exptypes.AnnotationIndexKey(k), []byte(v))
+		}
+	}
 }

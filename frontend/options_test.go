@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	gwclient "github.com/moby/buildkit/frontend/gateway/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestOptionsRoundTrip: what a client encodes is what the frontend decodes.
@@ -23,6 +25,8 @@ func TestOptionsRoundTrip(t *testing.T) {
 		{Filename: "Commitfile.prod", CreatedBy: "step", ImageConfig: cfg},
 		{Filename: "Commitfile", Target: "app", NoCache: &empty, NetworkMode: "none", AddHosts: []string{"a:1.2.3.4", "b:::1"},
 			Attests: map[string]string{"sbom": "generator=scanner"}, Extra: map[string]string{"image-resolve-mode": "local"}},
+		{Base: "b", UnsetEnv: []string{"AWS_*", "TOKEN"}, UnsetLabels: []string{"io.kubernetes.*"},
+			Annotations: map[string]string{"org.opencontainers.image.source": "https://example.com/x", "empty": ""}, OmitHistory: true},
 	} {
 		attrs, err := o.Attrs()
 		if err != nil {
@@ -65,5 +69,58 @@ func TestOptionsKeys(t *testing.T) {
 	}
 	if _, err := ParseOptions(map[string]string{"image-config": "{}", "change": "USER x"}); err == nil {
 		t.Error("image-config with change was taken")
+	}
+}
+
+// TestOptionsSafeToShare: the unset patterns, annotations and omitted
+// history as buildctl users spell them, applied to an image; bad input is
+// refused naming the option.
+func TestOptionsSafeToShare(t *testing.T) {
+	o, err := ParseOptions(map[string]string{
+		"unset-env": "AWS_*\nTOKEN", "unset-label": "io.kubernetes.*", "omit-history": "1",
+		"annotation:org.opencontainers.image.source": "https://example.com/x",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := &dockerspec.DockerOCIImage{}
+	img.Config.Env = []string{"PATH=/bin", "AWS_SECRET_ACCESS_KEY=x", "AWS_REGION=eu", "TOKEN=t", "TOKENS=kept"}
+	img.Config.Labels = map[string]string{"io.kubernetes.pod.name": "p", "app": "a"}
+	img.History = []ocispecs.History{{CreatedBy: "ADD rootfs", Comment: "c"}, {CreatedBy: "ENV X", EmptyLayer: true}, {CreatedBy: "COMMIT", Author: "me"}}
+	got, err := o.finishImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"PATH=/bin", "TOKENS=kept"}; !reflect.DeepEqual(got.Config.Env, want) {
+		t.Errorf("env %q, want %q", got.Config.Env, want)
+	}
+	if want := map[string]string{"app": "a"}; !reflect.DeepEqual(got.Config.Labels, want) {
+		t.Errorf("labels %v, want %v", got.Config.Labels, want)
+	}
+	if len(got.History) != 2 || got.Created == nil {
+		t.Fatalf("history %+v, created %v: want two entries (one per layer) and the image's time", got.History, got.Created)
+	}
+	for _, h := range got.History {
+		if h.CreatedBy != "" || h.Author != "" || h.Comment != "" || h.EmptyLayer || h.Created == nil || !h.Created.Equal(*got.Created) {
+			t.Errorf("history %+v: want blank entries at the image's time %v", got.History, got.Created)
+		}
+	}
+	if len(img.Config.Env) != 5 || len(img.History) != 3 {
+		t.Error("the input image was changed")
+	}
+	res := &gwclient.Result{}
+	o.annotate(res, false)
+	if v := string(res.Metadata["annotation-manifest.org.opencontainers.image.source"]); v != "https://example.com/x" || len(res.Metadata) != 1 {
+		t.Errorf("annotations as result metadata: %q", res.Metadata)
+	}
+	for _, bad := range []struct{ k, v, want string }{
+		{"unset-env", "[A-", `option unset-env "[A-": a malformed pattern`},
+		{"unset-label", "a\n\nb", "option unset-label: an empty pattern"},
+		{"annotation:with space", "v", `option annotation:with space: annotation key "with space"`},
+		{"omit-history", "maybe", `option omit-history="maybe": want true or false`},
+	} {
+		if _, err := ParseOptions(map[string]string{bad.k: bad.v}); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s=%q: %v, want %q", bad.k, bad.v, err, bad.want)
+		}
 	}
 }

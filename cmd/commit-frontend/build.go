@@ -23,6 +23,7 @@ import (
 )
 
 type buildFlags struct {
+	share        shareFlags
 	bk           solve.ConnectOpt
 	file         string
 	contexts     []string
@@ -88,6 +89,7 @@ wherever buildctl would send it.`,
 	fl.StringArrayVar(&f.allow, "allow", nil, "allow an entitlement: network.host, security.insecure")
 	fl.StringVar(&f.network, "network", "", "network mode of RUN steps: default, none or host")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "add a host-to-IP mapping to RUN steps (HOST:IP)")
+	addShareFlags(fl, &f.share)
 	return cmd
 }
 
@@ -137,6 +139,9 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	}
 	if len(f.addHosts) > 0 {
 		o.AddHosts = f.addHosts
+	}
+	if err := f.share.apply(o); err != nil {
+		return err
 	}
 	if len(f.tags) > 0 && len(f.outputs) > 0 {
 		return errors.New("--tag lands the image in containerd's image store; --output sends it elsewhere: give one of them")

@@ -50,6 +50,8 @@ type commitFlags struct {
 	squash           bool
 	squashSince      string
 	provenance       string
+	share            shareFlags
+	secretScan       string
 }
 
 func newCommitCommand() *cobra.Command {
@@ -96,6 +98,8 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringVar(&f.snapshotter, "snapshotter", "", "snapshotter of the container's snapshot (default: the container's, else overlayfs)")
 	fl.StringVar(&f.snapshot, "snapshot", "", "snapshot key, for a container without a containerd record (docker keeps it under the container ID)")
 	fl.StringVar(&f.base, "base", "", "base image, for a container without a containerd record")
+	addShareFlags(fl, &f.share)
+	fl.StringVar(&f.secretScan, "secret-scan", commit.SecretScanWarn, "credential files in the changes (SSH, PGP and PEM private keys, registry, git, cloud, npm and PyPI credentials, shell histories): warn names each on stderr, fail refuses the commit, off does not look")
 	fl.BoolVar(&f.docker, "docker", false, "CONTAINER is a Docker Engine container (name, ID or unique ID prefix) at $DOCKER_HOST; the image is what docker commit makes, through dockerd's own BuildKit unless --addr or $BUILDKIT_HOST names another")
 	return cmd
 }
@@ -120,6 +124,10 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	outputs, err := build.ParseOutput(f.outputs)
 	if err != nil {
 		return errors.Wrap(err, "--output")
+	}
+	annotations, err := f.share.parse()
+	if err != nil {
+		return err
 	}
 	// A level given is honoured, 0 too (gzip's "store"); none given is
 	// the compression's default.
@@ -199,6 +207,11 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		Provenance:      f.provenance,
 		SquashSince:     f.squashSince,
 		SourceDateEpoch: epoch,
+		UnsetEnv:        f.share.unsetEnv,
+		UnsetLabels:     f.share.unsetLabels,
+		Annotations:     annotations,
+		OmitHistory:     f.share.omitHistory,
+		SecretScan:      f.secretScan,
 	})
 	if err != nil {
 		return err
@@ -215,6 +228,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		md["commit-frontend.whiteout-names-skipped"] = strconv.Itoa(res.ChangeSet.WhiteoutNames)
 		md["commit-frontend.paused"] = res.Paused.String()
 		md["commit-frontend.transfer"] = res.Transfer
+		md["commit-frontend.secrets-found"] = strconv.Itoa(len(res.Secrets))
 		if err := solve.WriteMetadata(f.metadataFile, md); err != nil {
 			return err
 		}

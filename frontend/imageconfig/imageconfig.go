@@ -270,3 +270,71 @@ func parsePort(s string) (int, error) {
 	}
 	return n, nil
 }
+
+// CheckPatterns refuses a malformed name pattern, naming it and the
+// option that gave it.
+func CheckPatterns(option string, patterns []string) error {
+	for _, p := range patterns {
+		if p == "" {
+			return errors.Errorf("%s: an empty pattern matches nothing", option)
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return errors.Errorf("%s %q: a malformed pattern (use * for any run of characters, ? for one, [...] for a class)", option, p)
+		}
+	}
+	return nil
+}
+
+func matchesAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Unset returns a copy of img without the environment variables and the
+// labels whose names match any of env and labels (path.Match patterns:
+// AWS_* takes every variable whose name starts with AWS_).
+func Unset(img *dockerspec.DockerOCIImage, env, labels []string) (*dockerspec.DockerOCIImage, error) {
+	if err := CheckPatterns("--unset-env", env); err != nil {
+		return nil, err
+	}
+	if err := CheckPatterns("--unset-label", labels); err != nil {
+		return nil, err
+	}
+	out := Clone(img)
+	if len(env) > 0 {
+		out.Config.Env = slices.DeleteFunc(out.Config.Env, func(kv string) bool {
+			k, _, _ := strings.Cut(kv, "=")
+			return matchesAny(env, k)
+		})
+	}
+	for k := range out.Config.Labels {
+		if matchesAny(labels, k) {
+			delete(out.Config.Labels, k)
+		}
+	}
+	return out, nil
+}
+
+// OmitHistory returns a copy of img whose history tells nothing of how it
+// was made: one entry per layer, each with the image's time (now when img
+// has none yet) and no command, author or comment. (An image exporter
+// gives a layer without an entry one of its own, with the layer's
+// description and time.)
+func OmitHistory(img *dockerspec.DockerOCIImage, now time.Time) *dockerspec.DockerOCIImage {
+	out := Clone(img)
+	if out.Created == nil {
+		out.Created = &now
+	}
+	var h []ocispecs.History
+	for _, e := range out.History {
+		if !e.EmptyLayer {
+			h = append(h, ocispecs.History{Created: out.Created})
+		}
+	}
+	out.History = h
+	return out
+}
