@@ -48,6 +48,12 @@ var env struct {
 	bases  map[string]string // rootfs size → image name
 	// podman is the second peer, nil when podman is not installed.
 	podman *podman
+	// nerdctl is the third peer's binary, "" when hack/install-deps.sh
+	// did not build it (WITH_NERDCTL=1).
+	nerdctl string
+	// dockerd is the docker peers' daemon, on ctrd with the containerd
+	// image store.
+	dockerd *testenv.Dockerd
 }
 
 const ns = "bench"
@@ -81,6 +87,10 @@ func setup(m *testing.M) (int, error) {
 	} else {
 		fmt.Fprintln(os.Stderr, "podman is not installed: the podman peer is left out")
 	}
+	if env.nerdctl, err = testenv.Bin("nerdctl"); err != nil {
+		env.nerdctl = ""
+		fmt.Fprintln(os.Stderr, "nerdctl is not built (WITH_NERDCTL=1 bash hack/install-deps.sh): the nerdctl peer is left out")
+	}
 	if env.ctrd, err = testenv.StartContainerd(ctx, dir); err != nil {
 		return 1, err
 	}
@@ -89,6 +99,10 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer env.bk.Stop()
+	if env.dockerd, err = testenv.StartDockerd(ctx, dir, env.ctrd.Addr, true); err != nil {
+		return 1, err
+	}
+	defer env.dockerd.Stop()
 	if *ctrdWorker {
 		env.bkCtrd, err = testenv.StartBuildkitd(ctx, dir, testenv.BuildkitdOpt{
 			Name: "buildkitd-containerd", ContainerdAddr: env.ctrd.Addr, ContainerdNamespace: ns,
@@ -175,6 +189,9 @@ func baseImage(ctx context.Context, bk *client.Client, size string) (string, err
 		if err := env.podman.load(ctx, tar, name); err != nil {
 			return "", err
 		}
+	}
+	if err := loadDocker(ctx, env.dockerd, tar, name); err != nil {
+		return "", err
 	}
 	os.Remove(tar)
 	fmt.Fprintf(os.Stderr, "base image %s: %d files of %d bytes, ready in %s\n", name, files, fileSize, time.Since(start).Round(time.Second))
@@ -286,6 +303,14 @@ func BenchmarkCommit(b *testing.B) {
 					if comp == "uncompressed" && env.podman != nil {
 						impls = append(impls, "podman")
 					}
+					// nerdctl commit writes gzip or zstd, at its defaults.
+					if (comp == "gzip" || comp == "zstd") && env.nerdctl != "" {
+						impls = append(impls, "nerdctl")
+					}
+					// docker commit writes gzip.
+					if comp == "gzip" {
+						impls = append(impls, "docker-commit", "commit-frontend-docker")
+					}
 					for _, impl := range impls {
 						name := fmt.Sprintf("rootfs=%s/change=%s/compression=%s/cache=%s/impl=%s", size, ch.name, comp, cache, impl)
 						b.Run(name, func(b *testing.B) { benchCell(b, env.bases[size], ch, comp, cache == "cold", impl) })
@@ -305,6 +330,17 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			cpu += benchPodman(b, base, ch, cold)
 		}
 		b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+		return
+	}
+	if impl == "docker-commit" || impl == "commit-frontend-docker" {
+		b.StopTimer()
+		var client, daemons time.Duration
+		for i := 0; i < b.N; i++ {
+			c, d := benchDocker(b, base, ch, cold, impl)
+			client, daemons = client+c, daemons+d
+		}
+		b.ReportMetric((client+daemons).Seconds()/float64(b.N), "cpu-s/op")
+		b.ReportMetric(client.Seconds()/float64(b.N), "client-cpu-s/op")
 		return
 	}
 	cc, err := containerd.New(env.ctrd.Addr, containerd.WithDefaultNamespace(ns))
@@ -379,6 +415,17 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 			maxRSS = max(maxRSS, peak)
 			sent += changeSetSize(b, md)
+		case "nerdctl":
+			cmd := exec.Command(env.nerdctl, "--address", env.ctrd.Addr, "--namespace", ns, "--data-root", filepath.Join(env.dir, "nerdctl"),
+				"commit", "--compression", compression, "--format", "oci", id, ref)
+			out, peak, err := runSampled(cmd)
+			if err != nil {
+				b.Fatalf("nerdctl commit: %v: %s", err, out)
+			}
+			b.StopTimer()
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			maxRSS = max(maxRSS, peak)
 		default:
 			var ru0, ru1 syscall.Rusage
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
@@ -502,7 +549,7 @@ func pruneBuildkitd(ctx context.Context, addr string) error {
 // daemonCPU is the CPU time the buildkitds and containerd (with its shims'
 // parent) have used so far.
 func daemonCPU() time.Duration {
-	d := procCPU(env.bk.Cmd.Process.Pid) + procCPU(env.ctrd.Cmd.Process.Pid)
+	d := procCPU(env.bk.Cmd.Process.Pid) + procCPU(env.ctrd.Cmd.Process.Pid) + procCPU(env.dockerd.Cmd.Process.Pid)
 	if env.bkCtrd != nil {
 		d += procCPU(env.bkCtrd.Cmd.Process.Pid)
 	}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the commit benchmarks: real containerd and buildkitd, real containers,
-# commit-frontend against the containerd-native commit in the same run, and
+# commit-frontend against nerdctl commit, podman commit and the
+# containerd-native commit in the same run, and
 # prints the markdown table for docs/benchmarks.md. Needs root (the cold-cache
 # cells drop the page cache).
 #
@@ -9,7 +10,7 @@
 #   BENCH_ARGS=-bench.containerd-worker bash hack/bench.sh  # also through buildkitd's containerd worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CF_BIN=$(bash hack/install-deps.sh | tail -n 1)
+CF_BIN=$(WITH_NERDCTL=1 bash hack/install-deps.sh | tail -n 1)
 export CF_BIN
 # The second peer, where Debian has it.
 if ! command -v podman >/dev/null; then

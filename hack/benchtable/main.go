@@ -1,8 +1,9 @@
 // Command benchtable reads `go test -bench BenchmarkCommit` output and prints
 // a markdown table that pairs each cell's commit-frontend and
 // containerd-native results, with their ratio, and a second table with the
-// peers (the in-process engine, podman, the containerd-worker path) where
-// the run had them.
+// peers (the in-process engine, nerdctl, podman, the containerd-worker
+// path) and a third with docker commit against commit --docker, where the
+// run had them.
 package main
 
 import (
@@ -56,10 +57,35 @@ func main() {
 			num(ours["client-maxrss-MiB"]), num(ours["sent-MiB/op"]), num(ours["buildkitd-peakrss-MiB"]))
 	}
 	peersTable(cells, order)
+	dockerTable(cells, order)
+}
+
+// dockerTable prints, for the cells that had them, docker commit against
+// commit-frontend commit --docker on the same dockerd.
+func dockerTable(cells map[string]map[string]result, order []string) {
+	header := false
+	for _, cell := range order {
+		d, okd := cells[cell]["docker-commit"]
+		o, oko := cells[cell]["commit-frontend-docker"]
+		if !okd && !oko {
+			continue
+		}
+		if !header {
+			fmt.Println()
+			fmt.Println("| rootfs | change | compression | page cache | docker commit s | commit --docker s | docker / ours | CPU s docker / ours |")
+			fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
+			header = true
+		}
+		parts := cellParts(cell)
+		dt, ot := d["ns/op"]/1e9, o["ns/op"]/1e9
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s |\n",
+			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
+			num(dt), num(ot), ratio(dt, ot), num(d["cpu-s/op"]), num(o["cpu-s/op"]))
+	}
 }
 
 // peers are the implementations beyond the main pair, in column order.
-var peers = []string{"commit-frontend-engine", "commit-frontend-ctrd-worker", "podman"}
+var peers = []string{"commit-frontend-engine", "commit-frontend-ctrd-worker", "nerdctl", "podman"}
 
 // peersTable prints, for the cells that had a peer, every implementation's
 // wall time and how many times faster commit-frontend is than it.
@@ -79,15 +105,15 @@ func peersTable(cells map[string]map[string]result, order []string) {
 		return
 	}
 	fmt.Println()
-	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | in-process engine s | containerd worker s | containerd-native s | podman s | native / engine | podman / commit-frontend | podman / engine |")
-	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| rootfs | change | compression | page cache | commit-frontend s | in-process engine s | containerd worker s | containerd-native s | nerdctl s | podman s | native / engine | nerdctl / engine | podman / commit-frontend | podman / engine |")
+	fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, cell := range rows {
 		parts := cellParts(cell)
 		t := func(impl string) float64 { return cells[cell][impl]["ns/op"] / 1e9 }
-		o, e, w, n, p := t("commit-frontend"), t("commit-frontend-engine"), t("commit-frontend-ctrd-worker"), t("containerd-native"), t("podman")
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		o, e, w, n, nc, p := t("commit-frontend"), t("commit-frontend-engine"), t("commit-frontend-ctrd-worker"), t("containerd-native"), t("nerdctl"), t("podman")
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
-			num(o), num(e), num(w), num(n), num(p), ratio(n, e), ratio(p, o), ratio(p, e))
+			num(o), num(e), num(w), num(n), num(nc), num(p), ratio(n, e), ratio(nc, e), ratio(p, o), ratio(p, e))
 	}
 }
 
