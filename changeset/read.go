@@ -521,3 +521,61 @@ func matchOther(dir *node, pat, real []string) (string, error) {
 	}
 	return "", nil
 }
+
+// FromTree adds the whole tree at root — a volume's data — to the change
+// set at the container path at, its mount point: the directory itself,
+// with root's owner, mode and times, and everything below it, walked by
+// directory descriptors as the other readers walk. A file (a file's bind
+// mount) is added alone. Only a staged change set (Create) takes it: a
+// streamed one reads its contents from one tree.
+func FromTree(ctx context.Context, root, at string, w *Writer) error {
+	if _, ok := w.sink.(*stage); !ok {
+		return errors.Errorf("%s: a tree of its own is added only to a staged change set", at)
+	}
+	rel := strings.Trim(path.Clean("/"+at), "/")
+	if rel == "" {
+		return errors.Errorf("%q: a tree cannot be added at the root", at)
+	}
+	var n *node
+	f, err := openRoot(root)
+	if errors.Is(err, unix.ENOTDIR) {
+		// A file: open it by its parent.
+		dir, err := openRoot(path.Dir(root))
+		if err != nil {
+			return err
+		}
+		defer dir.Close()
+		if n, err = openNode(int(dir.Fd()), path.Base(root), rel); err != nil {
+			return errors.Wrapf(describe(err), "reading %s", root)
+		}
+		defer n.close()
+		if skip, _ := w.excluded(rel, false); skip {
+			return nil
+		}
+		return w.add(n, nil)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n = &node{fd: int(f.Fd()), rel: rel}
+	if err := unix.Fstat(n.fd, &n.st); err != nil {
+		return err
+	}
+	d := &differ{w: w}
+	skip, descend := w.excluded(rel, true)
+	switch {
+	case skip && !descend:
+		return nil
+	case skip:
+		return d.dir(ctx, nil, n, []*pending{{n: n, written: true}})
+	}
+	xattrs, err := n.xattrs()
+	if err != nil {
+		return errors.Wrapf(err, "reading %s", root)
+	}
+	if err := w.add(n, xattrs); err != nil {
+		return err
+	}
+	return d.dir(ctx, nil, n, nil)
+}

@@ -9,6 +9,9 @@ package commit
 
 import (
 	"context"
+	"fmt"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +83,25 @@ type Options struct {
 	// SecretScan is what a credential found in the change set does:
 	// SecretScanWarn (also ""), SecretScanFail or SecretScanOff.
 	SecretScan string
+	// MaxLayers, when above 0, bounds the image's layers: when the
+	// container's image has MaxLayers or more, the layers above its first
+	// MaxLayers-1 are squashed into one with the changes, as SquashSince
+	// would squash them (DefaultMaxLayers keeps docker able to run it).
+	MaxLayers int
+	// IncludeVolumes commits the data of the container's volumes and bind
+	// mounts at their mount points, and drops their VOLUME declarations
+	// from the config: AllVolumes ("*") for every volume (never a bind
+	// mount of a host path), or the mount points to include, binds too.
+	IncludeVolumes []string
 }
+
+// AllVolumes as Options.IncludeVolumes includes every volume.
+const AllVolumes = "*"
+
+// DefaultMaxLayers is the most layers the commit command lets an image
+// have: moby refuses to register an image of more (its layer store's
+// maxLayerDepth, "max depth exceeded").
+const DefaultMaxLayers = 125
 
 // The values of Options.SecretScan.
 const (
@@ -110,6 +131,9 @@ func (opt *Options) check() error {
 	}
 	if opt.Layer.RewriteTimestamp && opt.SourceDateEpoch == nil {
 		return errors.New("--rewrite-timestamp needs --source-date-epoch (or SOURCE_DATE_EPOCH)")
+	}
+	if opt.MaxLayers < 0 {
+		return errors.Errorf("--max-layers %d: want a number of layers, or 0 for no bound", opt.MaxLayers)
 	}
 	if opt.Squash && opt.SquashSince != "" {
 		return errors.New("--squash and --squash-since exclude each other")
@@ -213,6 +237,7 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 	}
 	fo.CreatedBy = tg.CreatedBy
 	var squashRoot ocispecs.Descriptor
+	squashKeep := 0
 	switch {
 	case opt.Squash:
 		fo.SquashSince = frontend.SquashScratch
@@ -225,6 +250,33 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 			return nil, err
 		}
 		fo.SquashSince, fo.SquashSinceName = squashContext, name
+	case opt.MaxLayers > 0 && tg.Manifest.Digest != "":
+		n, err := container.Layers(ctx, c.Containerd.ContentStore(), tg.Manifest)
+		if err != nil {
+			return nil, errors.Wrapf(err, "the layers of %s", tg.Image.Name)
+		}
+		if n < opt.MaxLayers {
+			break
+		}
+		if tg.Remote != "" {
+			c.warnf("the image would have %d layers, more than --max-layers %d, but its base's layers were discarded after unpacking: nothing is squashed", n+1, opt.MaxLayers)
+			break
+		}
+		keep := opt.MaxLayers - 1
+		c.warnf("the image would have %d layers, more than --max-layers %d: the %d above the first %d are squashed into one with the changes", n+1, opt.MaxLayers, n-keep, keep)
+		if keep == 0 {
+			fo.SquashSince = frontend.SquashScratch
+			break
+		}
+		squashKeep = keep
+		fo.SquashSince, fo.SquashSinceName = squashContext, fmt.Sprintf("the first %d (--max-layers %d)", keep, opt.MaxLayers)
+	}
+	volumes, err := includedMounts(tg.Mounts, opt.IncludeVolumes, opt.Container)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range volumes {
+		fo.UnsetVolumes = append(fo.UnsetVolumes, m.Destination)
 	}
 	if opt.SourceDateEpoch != nil {
 		fo.BuildArgs = map[string]string{"SOURCE_DATE_EPOCH": strconv.FormatInt(opt.SourceDateEpoch.Unix(), 10)}
@@ -232,10 +284,46 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 	j := &job{
 		Client: c, container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		opts: fo, outputs: opt.Outputs, layer: opt.Layer,
-		exclude: opt.Exclude, squashRoot: squashRoot, secretScan: opt.SecretScan,
+		exclude: opt.Exclude, squashRoot: squashRoot, squashKeep: squashKeep, secretScan: opt.SecretScan,
+		volumes: volumes,
 	}
 	if j.secretScan == "" {
 		j.secretScan = SecretScanWarn
 	}
 	return j.run(ctx)
+}
+
+// includedMounts are the mounts of the container that include names: every
+// volume for AllVolumes, else the mounts at the paths named.
+func includedMounts(mounts []container.Mount, include []string, ctr string) ([]container.Mount, error) {
+	if len(include) == 0 {
+		return nil, nil
+	}
+	if slices.Contains(include, AllVolumes) {
+		var out []container.Mount
+		for _, m := range mounts {
+			if m.Volume {
+				out = append(out, m)
+			}
+		}
+		return out, nil
+	}
+	var out []container.Mount
+	for _, p := range include {
+		dest := path.Clean("/" + strings.TrimSpace(p))
+		i := slices.IndexFunc(mounts, func(m container.Mount) bool { return m.Destination == dest })
+		if i < 0 {
+			have := "none"
+			for i, m := range mounts {
+				if i == 0 {
+					have = m.Destination
+				} else {
+					have += ", " + m.Destination
+				}
+			}
+			return nil, errors.Errorf("--include-volumes %s: container %s has no volume or bind mount there (its mounts: %s)", p, ctr, have)
+		}
+		out = append(out, mounts[i])
+	}
+	return out, nil
 }

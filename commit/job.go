@@ -45,8 +45,13 @@ type job struct {
 	outputs []bkclient.ExportEntry
 	layer   exporter.Layer
 	exclude []string
-	// squashRoot is the manifest of the --squash-since image.
+	// squashRoot is the manifest of the --squash-since image; with
+	// squashKeep above 0, run makes it: the base's first squashKeep
+	// layers (--max-layers).
 	squashRoot ocispecs.Descriptor
+	squashKeep int
+	// volumes are the mounts whose data the change set includes.
+	volumes []container.Mount
 	// secretScan is Options.SecretScan; "" (a builder step) scans nothing.
 	secretScan string
 }
@@ -75,6 +80,11 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	}
 	defer l.End(&retErr)
 	storeID := "containerd-" + container.Sanitize(j.Namespace)
+	if j.squashKeep > 0 {
+		if j.squashRoot, err = container.LayerPrefix(l.Context(), j.Containerd.ContentStore(), tg.Manifest, j.squashKeep); err != nil {
+			return nil, errors.Wrap(err, "--max-layers")
+		}
+	}
 	var roots []ocispecs.Descriptor
 	if tg.Manifest.Digest != "" {
 		roots = append(roots, tg.Manifest)

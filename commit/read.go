@@ -122,7 +122,8 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	}
 	var w *changeset.Writer
 	var plan *changeset.Plan
-	if changeset.Overlay(mounts) && still {
+	// Volumes are trees of their own: the change set is staged.
+	if changeset.Overlay(mounts) && still && len(j.volumes) == 0 {
 		w, plan = changeset.Stream(records)
 	} else {
 		if dir, err = os.MkdirTemp("", "commit-frontend-changes-"); err != nil {
@@ -147,6 +148,12 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	if err := changeset.FromSnapshot(ctx, sn, tg.Snapshot, mounts, w); err != nil {
 		w.Abort()
 		return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
+	}
+	for _, m := range j.volumes {
+		if err := changeset.FromTree(ctx, m.Source, m.Destination, w); err != nil {
+			w.Abort()
+			return nil, errors.Wrapf(err, "reading the data mounted at %s of %s", m.Destination, j.container)
+		}
 	}
 	if c.m, err = w.Close(); err != nil {
 		w.Abort()

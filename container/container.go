@@ -7,6 +7,7 @@ package container
 
 import (
 	"context"
+	"path"
 	"slices"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/pkg/errors"
 )
 
@@ -38,6 +40,49 @@ type Target struct {
 	Remote string
 	// Pauser pauses the container; nil for one without a task.
 	Pauser Pauser
+	// Mounts are the data mounted into the container from outside its
+	// snapshot: volumes and bind mounts, the runtime's own left out.
+	Mounts []Mount
+}
+
+// A Mount is data mounted into a container from outside its snapshot.
+type Mount struct {
+	// Destination is the container path, Source the host path.
+	Destination, Source string
+	// Volume tells a volume (docker's named and anonymous volumes, a
+	// volume store's directory) from a bind mount of a host path.
+	Volume bool
+}
+
+// runtimeMounts are the destinations the runtime mounts itself.
+var runtimeMounts = []string{"/proc", "/dev", "/sys", "/run/secrets", "/var/run/secrets", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
+
+// specMounts are the bind mounts of a container's OCI spec that are not
+// the runtime's own.
+func specMounts(spec *specs.Spec) []Mount {
+	var out []Mount
+	for _, m := range spec.Mounts {
+		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+		if !bind || m.Source == "" || runtimeMount(m.Destination) {
+			continue
+		}
+		out = append(out, Mount{
+			Destination: path.Clean(m.Destination), Source: m.Source,
+			// nerdctl's volume store and kubelet's pod volumes.
+			Volume: strings.Contains(m.Source, "/volumes/"),
+		})
+	}
+	return out
+}
+
+func runtimeMount(dest string) bool {
+	dest = path.Clean("/" + dest)
+	for _, r := range runtimeMounts {
+		if dest == r || strings.HasPrefix(dest, r+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Ref names a container of a containerd namespace, and what overrides its
@@ -80,8 +125,11 @@ func Find(ctx context.Context, cc *containerd.Client, ns string, r Ref, warnf fu
 		if imageRef == "" {
 			imageRef = info.Image
 		}
-		if spec, err := c.Spec(ctx); err == nil && spec.Process != nil {
-			tg.CreatedBy = strings.Join(spec.Process.Args, " ")
+		if spec, err := c.Spec(ctx); err == nil {
+			if spec.Process != nil {
+				tg.CreatedBy = strings.Join(spec.Process.Args, " ")
+			}
+			tg.Mounts = specMounts(spec)
 		}
 		if t, err := c.Task(ctx, nil); err == nil {
 			tg.Pauser = taskPauser{t}

@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"path"
 	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -111,6 +112,11 @@ func FindDocker(ctx context.Context, dc *dockerclient.Client, cc *containerd.Cli
 	}
 	if ct.Config != nil {
 		tg.CreatedBy = strings.Join(ct.Config.Cmd, " ")
+	}
+	for _, m := range ct.Mounts {
+		if (m.Type == "volume" || m.Type == "bind") && m.Source != "" {
+			tg.Mounts = append(tg.Mounts, Mount{Destination: path.Clean(m.Destination), Source: m.Source, Volume: m.Type == "volume"})
+		}
 	}
 	imgs, err := cc.ImageService().List(ctx, "target.digest=="+ct.Image)
 	if err != nil {

@@ -88,6 +88,9 @@ const (
 	// KeyOmitHistory, "true", leaves the history nothing but one blank
 	// entry per layer.
 	KeyOmitHistory = "omit-history"
+	// KeyUnsetVolume removes VOLUME declarations (mount points, one per
+	// line) from the image's config: a volume whose data the image holds.
+	KeyUnsetVolume = "unset-volume"
 
 	// DefaultFilename is the Commitfile read when no filename is given.
 	DefaultFilename = "Commitfile"
@@ -172,8 +175,10 @@ type Options struct {
 	// and labels the image leaves out; Annotations go on its manifest (and
 	// index); OmitHistory blanks its history.
 	UnsetEnv, UnsetLabels []string
-	Annotations           map[string]string
-	OmitHistory           bool
+	// UnsetVolumes are VOLUME mount points the image's config drops.
+	UnsetVolumes []string
+	Annotations  map[string]string
+	OmitHistory  bool
 	// Extra are keys this codec does not know (dockerui's own, a
 	// frontend's), passed through as they are.
 	Extra map[string]string
@@ -225,6 +230,9 @@ func ParseOptions(m map[string]string) (*Options, error) {
 	}
 	if v := m[KeyUnsetLabel]; v != "" {
 		o.UnsetLabels = strings.Split(v, "\n")
+	}
+	if v := m[KeyUnsetVolume]; v != "" {
+		o.UnsetVolumes = strings.Split(v, "\n")
 	}
 	if err := imageconfig.CheckPatterns("option "+KeyUnsetEnv, o.UnsetEnv); err != nil {
 		return nil, err
@@ -309,6 +317,7 @@ func (o *Options) Attrs() (map[string]string, error) {
 	set(KeyAddHosts, strings.Join(o.AddHosts, ","))
 	set(KeyUnsetEnv, strings.Join(o.UnsetEnv, "\n"))
 	set(KeyUnsetLabel, strings.Join(o.UnsetLabels, "\n"))
+	set(KeyUnsetVolume, strings.Join(o.UnsetVolumes, "\n"))
 	for k, v := range o.Annotations {
 		m[KeyAnnotationPrefix+k] = v
 	}
@@ -328,7 +337,7 @@ var knownKeys = map[string]bool{
 	KeyFilename: true, KeyBase: true, KeyCommit: true, KeyChange: true, KeyCommitTree: true, KeyAuthor: true,
 	KeyMessage: true, KeyCreatedBy: true, KeyImageConfig: true, KeySquashSince: true, KeySquashSinceName: true,
 	KeyPlatform: true, KeyProvenance: true, KeyLayerDiffer: true, KeyTarget: true, KeyNoCache: true,
-	KeyNetworkMode: true, KeyAddHosts: true, KeyUnsetEnv: true, KeyUnsetLabel: true, KeyOmitHistory: true,
+	KeyNetworkMode: true, KeyAddHosts: true, KeyUnsetEnv: true, KeyUnsetLabel: true, KeyOmitHistory: true, KeyUnsetVolume: true,
 }
 
 // Attested reports whether the build asks BuildKit for any attestation.
@@ -361,6 +370,7 @@ func (o *Options) Clone() *Options {
 	c.AddHosts = slices.Clone(o.AddHosts)
 	c.UnsetEnv = slices.Clone(o.UnsetEnv)
 	c.UnsetLabels = slices.Clone(o.UnsetLabels)
+	c.UnsetVolumes = slices.Clone(o.UnsetVolumes)
 	c.Annotations = maps.Clone(o.Annotations)
 	if o.NoCache != nil {
 		v := *o.NoCache
@@ -394,6 +404,13 @@ func (o *Options) finishImage(img *dockerspec.DockerOCIImage) (*dockerspec.Docke
 		var err error
 		if img, err = imageconfig.Unset(img, o.UnsetEnv, o.UnsetLabels); err != nil {
 			return nil, err
+		}
+	}
+	if len(o.UnsetVolumes) > 0 {
+		img = imageconfig.Clone(img)
+		for _, v := range o.UnsetVolumes {
+			delete(img.Config.Volumes, v)
+			delete(img.Config.Volumes, strings.TrimSuffix(v, "/")+"/")
 		}
 	}
 	if o.OmitHistory {

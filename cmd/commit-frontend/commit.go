@@ -52,6 +52,8 @@ type commitFlags struct {
 	provenance       string
 	share            shareFlags
 	secretScan       string
+	maxLayers        int
+	includeVolumes   []string
 }
 
 func newCommitCommand() *cobra.Command {
@@ -99,6 +101,9 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringVar(&f.snapshot, "snapshot", "", "snapshot key, for a container without a containerd record (docker keeps it under the container ID)")
 	fl.StringVar(&f.base, "base", "", "base image, for a container without a containerd record")
 	addShareFlags(fl, &f.share)
+	fl.StringSliceVar(&f.includeVolumes, "include-volumes", nil, "commit the data of the container's volumes at their mount points, and drop their VOLUME declarations; =DEST,... names the mount points, bind mounts of host paths too (without a list only volumes are read)")
+	fl.Lookup("include-volumes").NoOptDefVal = commit.AllVolumes
+	fl.IntVar(&f.maxLayers, "max-layers", commit.DefaultMaxLayers, "when the image would have more layers, squash those above the first N-1 into one with the changes, history kept as with --squash-since (0: no bound; docker refuses images of more than 125)")
 	fl.StringVar(&f.secretScan, "secret-scan", commit.SecretScanWarn, "credential files in the changes (SSH, PGP and PEM private keys, registry, git, cloud, npm and PyPI credentials, shell histories): warn names each on stderr, fail refuses the commit, off does not look")
 	fl.BoolVar(&f.docker, "docker", false, "CONTAINER is a Docker Engine container (name, ID or unique ID prefix) at $DOCKER_HOST; the image is what docker commit makes, through dockerd's own BuildKit unless --addr or $BUILDKIT_HOST names another")
 	return cmd
@@ -212,6 +217,8 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		Annotations:     annotations,
 		OmitHistory:     f.share.omitHistory,
 		SecretScan:      f.secretScan,
+		MaxLayers:       f.maxLayers,
+		IncludeVolumes:  f.includeVolumes,
 	})
 	if err != nil {
 		return err
