@@ -45,6 +45,10 @@ type Plan struct {
 	rm      removals
 	// root is the upper directory the contents are read from again.
 	root *os.File
+	// shared marks a part of a plan (Split): root is the plan's, and
+	// only the plan releases it. dirs are the directories a part holds.
+	shared bool
+	dirs   map[string]bool
 }
 
 // Stream starts a streamed change set: the Writer the readers write into,
@@ -106,7 +110,7 @@ func headerSize(h *tar.Header) int64 {
 // Release closes what the plan holds of the tree. The transports read
 // nothing after it.
 func (p *Plan) Release() {
-	if p.root != nil {
+	if p.root != nil && !p.shared {
 		p.root.Close()
 		p.root = nil
 	}

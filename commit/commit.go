@@ -93,6 +93,11 @@ type Options struct {
 	// from the config: AllVolumes ("*") for every volume (never a bind
 	// mount of a host path), or the mount points to include, binds too.
 	IncludeVolumes []string
+	// MaxLayerSize, above 0, splits the changes into layers of at most
+	// that many bytes of file contents each (a larger file is a layer of
+	// its own); the first layer's history entry carries the author and
+	// message, the others say they are its parts.
+	MaxLayerSize int64
 }
 
 // AllVolumes as Options.IncludeVolumes includes every volume.
@@ -131,6 +136,12 @@ func (opt *Options) check() error {
 	}
 	if opt.Layer.RewriteTimestamp && opt.SourceDateEpoch == nil {
 		return errors.New("--rewrite-timestamp needs --source-date-epoch (or SOURCE_DATE_EPOCH)")
+	}
+	if opt.MaxLayerSize < 0 {
+		return errors.Errorf("--max-layer-size %d: want a size in bytes", opt.MaxLayerSize)
+	}
+	if opt.MaxLayerSize > 0 && (opt.Squash || opt.SquashSince != "") {
+		return errors.New("--max-layer-size and --squash/--squash-since exclude each other: a squash makes one layer")
 	}
 	if opt.MaxLayers < 0 {
 		return errors.Errorf("--max-layers %d: want a number of layers, or 0 for no bound", opt.MaxLayers)
@@ -263,6 +274,9 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 			break
 		}
 		keep := opt.MaxLayers - 1
+		if opt.MaxLayerSize > 0 {
+			c.warnf("--max-layer-size does not apply to this commit: --max-layers squashes its changes into one layer")
+		}
 		c.warnf("the image would have %d layers, more than --max-layers %d: the %d above the first %d are squashed into one with the changes", n+1, opt.MaxLayers, n-keep, keep)
 		if keep == 0 {
 			fo.SquashSince = frontend.SquashScratch
@@ -285,7 +299,7 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 		Client: c, container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		opts: fo, outputs: opt.Outputs, layer: opt.Layer,
 		exclude: opt.Exclude, squashRoot: squashRoot, squashKeep: squashKeep, secretScan: opt.SecretScan,
-		volumes: volumes,
+		volumes: volumes, maxLayerSize: opt.MaxLayerSize,
 	}
 	if j.secretScan == "" {
 		j.secretScan = SecretScanWarn

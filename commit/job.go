@@ -2,6 +2,7 @@ package commit
 
 import (
 	"context"
+	"fmt"
 	"io"
 	gofs "io/fs"
 	"os"
@@ -50,6 +51,9 @@ type job struct {
 	// layers (--max-layers).
 	squashRoot ocispecs.Descriptor
 	squashKeep int
+	// maxLayerSize, above 0, splits the change set into layers of at most
+	// that many bytes of contents each.
+	maxLayerSize int64
 	// volumes are the mounts whose data the change set includes.
 	volumes []container.Mount
 	// secretScan is Options.SecretScan; "" (a builder step) scans nothing.
@@ -161,6 +165,11 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		}
 		dirs[local] = cs.fs
 		fo.Commit, fo.CommitTree = local, cs.tree
+		for i, part := range cs.parts {
+			name := fmt.Sprintf("%s-part-%d", local, i+2)
+			dirs[name] = part
+			fo.CommitParts = append(fo.CommitParts, name)
+		}
 		res.Transfer = "tar"
 		if cs.tree {
 			res.Transfer = "tree"

@@ -34,6 +34,9 @@ type changes struct {
 	tree bool
 	// secrets are the credentials the scan found.
 	secrets []changeset.Secret
+	// parts are the rest of the change set when it is split into
+	// several layers (--max-layer-size): each crosses as fs does.
+	parts []fsutil.FS
 }
 
 // readChanges reads the container's change set. Commits of the same
@@ -125,6 +128,8 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	// Volumes are trees of their own: the change set is staged.
 	if changeset.Overlay(mounts) && still && len(j.volumes) == 0 {
 		w, plan = changeset.Stream(records)
+	} else if j.maxLayerSize > 0 {
+		return nil, errors.Errorf("--max-layer-size splits a change set read from an overlayfs snapshot, with the container paused or stopped, and no volume included; container %s's is not (%s)", j.container, stagedWhy(changeset.Overlay(mounts), still))
 	} else {
 		if dir, err = os.MkdirTemp("", "commit-frontend-changes-"); err != nil {
 			return nil, err
@@ -198,11 +203,47 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		plan.Release()
 		return err
 	}
+	parts := []*changeset.Plan{plan}
+	if j.maxLayerSize > 0 {
+		var oversized []string
+		parts, oversized = plan.Split(j.maxLayerSize)
+		for _, p := range oversized {
+			j.warnf("%q is larger than --max-layer-size: it is a layer of its own", p)
+		}
+	}
+	// The container goes on once every part has crossed, or one failed.
+	var mu sync.Mutex
+	pending := len(parts)
 	done := func(err error) {
 		if err != nil {
 			failed(errors.Wrapf(err, "reading the changes of %s", j.container))
+			_ = c.release()
+			return
 		}
-		_ = c.release()
+		mu.Lock()
+		pending--
+		last := pending == 0
+		mu.Unlock()
+		if last {
+			_ = c.release()
+		}
+	}
+	if len(parts) > 1 {
+		tree := useTree(plan, c.m)
+		for _, p := range parts {
+			tree = tree && p.TreeOK() == nil
+		}
+		for _, p := range parts {
+			var fs fsutil.FS = p.TarFS(ctx, done)
+			if tree {
+				if fs, err = p.TreeFS(ctx, done); err != nil {
+					return nil, err
+				}
+			}
+			c.parts = append(c.parts, fs)
+		}
+		c.fs, c.parts, c.tree = c.parts[0], c.parts[1:], tree
+		return c, nil
 	}
 	// As a tree when the session's transfer can carry it (no tar to
 	// extract on buildkitd's side) and the files are large enough for that
@@ -276,4 +317,15 @@ func (j *job) reportSecrets(found []changeset.Secret) error {
 		j.warnf("%q goes into the image and looks like %s: leave it out with --exclude %s", s.Path, s.Kind, s.Path)
 	}
 	return nil
+}
+
+// stagedWhy says why a change set is staged, not streamed.
+func stagedWhy(overlay, still bool) string {
+	switch {
+	case !overlay:
+		return "its snapshotter keeps no overlay upper directory"
+	case !still:
+		return "it runs and is not paused (--pause=false)"
+	}
+	return "a volume is included"
 }

@@ -96,7 +96,10 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 	}
 	cs := &contexts{bc: bc, c: c}
 	if o.CommitTree {
-		cs.tree = o.Commit
+		cs.trees = map[string]bool{o.Commit: true}
+		for _, p := range o.CommitParts {
+			cs.trees[p] = true
+		}
 	}
 	var scanner sbom.Scanner
 	if bc.SBOM != nil {

@@ -29,6 +29,9 @@ type CommitOpt struct {
 	// Source is what the COMMIT applies; nil for a step without one
 	// (a builder's metadata-only step).
 	Source *cfllb.CommitSource
+	// Parts are the rest of Source's change set: each is applied on the
+	// one before as a layer of its own, with a history entry of its own.
+	Parts []*cfllb.CommitSource
 	// Squash, when set, squashes the layers above Squash's image, and the
 	// commit's own changes, into one layer.
 	Squash *cfllb.Squash
@@ -73,14 +76,24 @@ func ConvertCommit(base bkllb.State, baseImg *dockerspec.DockerOCIImage, opt Com
 	// layer's time from BuildKit's cache, and a second commit of the same
 	// changes would get the first one's.
 	created := historyTime(opt.Epoch)
-	st, layer := base, false
+	st, layer, partLayers := base, false, 0
 	if opt.Source != nil {
 		st, layer = cfllb.Apply(base, opt.Source, opt.Constraints...)
-		switch {
-		case opt.Squash != nil:
-			st, layer = cfllb.Squashed(st, opt.Squash, opt.Constraints...), true
-		case opt.WalkingDiffer && layer:
+		if opt.WalkingDiffer && layer && opt.Squash == nil {
 			st = cfllb.WalkingDiffer(base, st, opt.Constraints...)
+		}
+		for _, part := range opt.Parts {
+			next, l := cfllb.Apply(st, part, opt.Constraints...)
+			if opt.WalkingDiffer && l && opt.Squash == nil {
+				next = cfllb.WalkingDiffer(st, next, opt.Constraints...)
+			}
+			st = next
+			if l {
+				partLayers++
+			}
+		}
+		if opt.Squash != nil {
+			st, layer, partLayers = cfllb.Squashed(st, opt.Squash, opt.Constraints...), true, 0
 		}
 	}
 	if opt.Source != nil || opt.CreatedBy != "" {
@@ -95,6 +108,12 @@ func ConvertCommit(base bkllb.State, baseImg *dockerspec.DockerOCIImage, opt Com
 			}
 		}
 		img = imageconfig.AddHistory(img, e)
+		for i := range partLayers {
+			img = imageconfig.AddHistory(img, imageconfig.Entry{
+				CreatedBy: opt.CreatedBy, Created: created,
+				Comment: fmt.Sprintf("part %d of %d of the layers of the commit above", i+2, partLayers+1),
+			})
+		}
 	}
 	if opt.ImageConfig != nil {
 		img.Config = *imageconfig.CloneConfig(opt.ImageConfig)
@@ -210,6 +229,13 @@ func (cs *contexts) convertOptions(ctx context.Context, o *Options, changes []in
 		}
 		if opt.Source, err = cs.CommitSource(ctx, o.Commit, &p, opt.Constraints...); err != nil {
 			return nil, errors.Wrapf(err, "COMMIT %s", o.Commit)
+		}
+		for _, name := range o.CommitParts {
+			part, err := cs.CommitSource(ctx, name, &p, opt.Constraints...)
+			if err != nil {
+				return nil, errors.Wrapf(err, "COMMIT %s, its part %s", o.Commit, name)
+			}
+			opt.Parts = append(opt.Parts, part)
 		}
 		opt.Constraints = append([]bkllb.ConstraintsOpt{bkllb.WithCustomName("COMMIT " + o.Commit)}, opt.Constraints...)
 	}

@@ -19,7 +19,8 @@ type contexts struct {
 	c  gwclient.Client
 	// tree names the context that holds a change set sent as its tree
 	// (the commit option with commit-tree); "" for none.
-	tree string
+	// trees are the contexts sent as their trees (KeyCommitTree).
+	trees map[string]bool
 }
 
 func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.Platform) (*bkllb.State, *dockerspec.DockerOCIImage, error) {
@@ -34,7 +35,7 @@ func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.P
 // (--build-context) or a local one (--local), read as a change set when it
 // carries a change-set manifest, else as a whole tree.
 func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.Platform, at ...bkllb.ConstraintsOpt) (*cfllb.CommitSource, error) {
-	if name == cs.tree && name != "" {
+	if cs.trees[name] && name != "" {
 		// Sent as its tree: nothing to read first. A shared key of its
 		// own, so that buildkitd takes no file from an earlier transfer.
 		sessionID := cs.sessionID(name)

@@ -34,6 +34,10 @@ const (
 	// sent as the tree it describes (removals as whiteout devices), not as
 	// a change-set directory.
 	KeyCommitTree = "commit-tree"
+	// KeyCommitParts names more contexts (one per line) whose change sets
+	// are the rest of the commit context's: each is applied on the one
+	// before as a layer of its own (--max-layer-size).
+	KeyCommitParts = "commit-parts"
 	// KeyAuthor is the author of every COMMIT that gives none.
 	KeyAuthor = "author"
 	// KeyMessage is the comment of every COMMIT that gives none.
@@ -138,6 +142,9 @@ type Options struct {
 	// CommitTree tells that the Commit context is a change set sent as
 	// its tree.
 	CommitTree bool
+	// CommitParts are contexts holding the rest of Commit's change set,
+	// one layer each.
+	CommitParts []string
 	// Changes are `--change` instructions.
 	Changes []string
 	// Author and Message apply to COMMITs that give none.
@@ -231,6 +238,9 @@ func ParseOptions(m map[string]string) (*Options, error) {
 	if v := m[KeyUnsetLabel]; v != "" {
 		o.UnsetLabels = strings.Split(v, "\n")
 	}
+	if v := m[KeyCommitParts]; v != "" {
+		o.CommitParts = strings.Split(v, "\n")
+	}
 	if v := m[KeyUnsetVolume]; v != "" {
 		o.UnsetVolumes = strings.Split(v, "\n")
 	}
@@ -318,6 +328,7 @@ func (o *Options) Attrs() (map[string]string, error) {
 	set(KeyUnsetEnv, strings.Join(o.UnsetEnv, "\n"))
 	set(KeyUnsetLabel, strings.Join(o.UnsetLabels, "\n"))
 	set(KeyUnsetVolume, strings.Join(o.UnsetVolumes, "\n"))
+	set(KeyCommitParts, strings.Join(o.CommitParts, "\n"))
 	for k, v := range o.Annotations {
 		m[KeyAnnotationPrefix+k] = v
 	}
@@ -337,7 +348,7 @@ var knownKeys = map[string]bool{
 	KeyFilename: true, KeyBase: true, KeyCommit: true, KeyChange: true, KeyCommitTree: true, KeyAuthor: true,
 	KeyMessage: true, KeyCreatedBy: true, KeyImageConfig: true, KeySquashSince: true, KeySquashSinceName: true,
 	KeyPlatform: true, KeyProvenance: true, KeyLayerDiffer: true, KeyTarget: true, KeyNoCache: true,
-	KeyNetworkMode: true, KeyAddHosts: true, KeyUnsetEnv: true, KeyUnsetLabel: true, KeyOmitHistory: true, KeyUnsetVolume: true,
+	KeyNetworkMode: true, KeyAddHosts: true, KeyUnsetEnv: true, KeyUnsetLabel: true, KeyOmitHistory: true, KeyUnsetVolume: true, KeyCommitParts: true,
 }
 
 // Attested reports whether the build asks BuildKit for any attestation.
@@ -371,6 +382,7 @@ func (o *Options) Clone() *Options {
 	c.UnsetEnv = slices.Clone(o.UnsetEnv)
 	c.UnsetLabels = slices.Clone(o.UnsetLabels)
 	c.UnsetVolumes = slices.Clone(o.UnsetVolumes)
+	c.CommitParts = slices.Clone(o.CommitParts)
 	c.Annotations = maps.Clone(o.Annotations)
 	if o.NoCache != nil {
 		v := *o.NoCache

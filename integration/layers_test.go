@@ -122,3 +122,60 @@ func TestCommitMaxLayersDefault(t *testing.T) {
 		t.Errorf("the last image holds %d of the %d commits' files", n, commits)
 	}
 }
+
+// TestCommitMaxLayerSize commits 1 GiB of changes in 64 MiB files, with
+// files beside them and a deletion, with --max-layer-size 256MiB: at least
+// 4 new layers, none over 256 MiB and its tar headers, whose union is the
+// container's filesystem; the first history entry carries the message, the
+// others say they are its parts. Through docker too: a docker container
+// split the same way runs with its files whole.
+func TestCommitMaxLayerSize(t *testing.T) {
+	const ns = "max-layer-size"
+	ct := startContainer(t, ns, "overlayfs", "mls-1",
+		"mkdir -p /data/a /data/b /etc/app && for i in $(seq 1 16); do d=a; [ $i -gt 8 ] && d=b; "+
+			"dd if=/dev/urandom of=/data/$d/f$i bs=1M count=64 2>/dev/null; done && "+
+			"echo small > /etc/app/conf && ln /data/a/f1 /data/b/f1-link && rm /bin/vi", true)
+	c := ctrd(t, ns)
+	base := imageConfig(t, c, mustImage(t, c, baseName))
+	r := cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--max-layer-size", "256MiB", "-m", "split", "mls-1", "example.com/mls:1")...)
+	img := mustImage(t, c, "example.com/mls:1")
+	m := imageManifest(t, c, img)
+	cfg := imageConfig(t, c, img)
+	added := m.Layers[len(base.RootFS.DiffIDs):]
+	if len(added) < 4 {
+		t.Errorf("%d new layers, want at least 4\n%s", len(added), r.stderr)
+	}
+	for i, l := range added {
+		if l.Size > 256<<20+1<<20 {
+			t.Errorf("layer %d is %d bytes, over 256 MiB and its headers", i, l.Size)
+		}
+	}
+	hist := cfg.History[len(base.History):]
+	if len(hist) != len(added) || hist[0].Comment != "split" {
+		t.Errorf("history of the new layers: %+v", hist)
+	}
+	for i, h := range hist[1:] {
+		if want := fmt.Sprintf("part %d of %d", i+2, len(added)); !strings.HasPrefix(h.Comment, want) || h.EmptyLayer {
+			t.Errorf("history entry %d: %+v, want %q", i+1, h, want)
+		}
+	}
+	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, "example.com/mls:1", "overlayfs"))
+
+	t.Run("docker", func(t *testing.T) {
+		// The parts cross as tars here, as trees above.
+		t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
+		name := "docker-max-layer-size"
+		dockerRun(t, name, nil, "mkdir /data && for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/data/f$i bs=1M count=4 2>/dev/null; done && "+
+			"md5sum /data/* > /sums && touch /ready && exec sleep 3600")
+		r := cfDocker(t, "--max-layer-size", "8MiB", name, "example.com/docker-mls:1")
+		if r.err != nil {
+			t.Fatalf("commit --docker --max-layer-size: %v\n%s", r.err, r.stderr)
+		}
+		if n := len(dockerManifest(t, "example.com/docker-mls:1").Layers); n < 4 {
+			t.Errorf("%d layers, want busybox's and at least 3", n)
+		}
+		if out := docker(t, "run", "--rm", "--network", "none", "example.com/docker-mls:1", "md5sum", "-c", "/sums"); strings.Count(out, ": OK") != 6 {
+			t.Errorf("docker run of the split image: %q", out)
+		}
+	})
+}

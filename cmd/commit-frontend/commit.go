@@ -15,6 +15,7 @@ import (
 	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
+	units "github.com/docker/go-units"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildctl/build"
 	"github.com/moby/buildkit/session"
@@ -54,6 +55,7 @@ type commitFlags struct {
 	secretScan       string
 	maxLayers        int
 	includeVolumes   []string
+	maxLayerSize     string
 }
 
 func newCommitCommand() *cobra.Command {
@@ -103,6 +105,7 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	addShareFlags(fl, &f.share)
 	fl.StringSliceVar(&f.includeVolumes, "include-volumes", nil, "commit the data of the container's volumes at their mount points, and drop their VOLUME declarations; =DEST,... names the mount points, bind mounts of host paths too (without a list only volumes are read)")
 	fl.Lookup("include-volumes").NoOptDefVal = commit.AllVolumes
+	fl.StringVar(&f.maxLayerSize, "max-layer-size", "", "split the changes into layers of at most SIZE of file contents each (e.g. 2GiB, 256MiB); a larger file is a layer of its own")
 	fl.IntVar(&f.maxLayers, "max-layers", commit.DefaultMaxLayers, "when the image would have more layers, squash those above the first N-1 into one with the changes, history kept as with --squash-since (0: no bound; docker refuses images of more than 125)")
 	fl.StringVar(&f.secretScan, "secret-scan", commit.SecretScanWarn, "credential files in the changes (SSH, PGP and PEM private keys, registry, git, cloud, npm and PyPI credentials, shell histories): warn names each on stderr, fail refuses the commit, off does not look")
 	fl.BoolVar(&f.docker, "docker", false, "CONTAINER is a Docker Engine container (name, ID or unique ID prefix) at $DOCKER_HOST; the image is what docker commit makes, through dockerd's own BuildKit unless --addr or $BUILDKIT_HOST names another")
@@ -133,6 +136,12 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	annotations, err := f.share.parse()
 	if err != nil {
 		return err
+	}
+	var maxLayerSize int64
+	if f.maxLayerSize != "" {
+		if maxLayerSize, err = units.RAMInBytes(f.maxLayerSize); err != nil || maxLayerSize <= 0 {
+			return errors.Errorf("--max-layer-size %q: want a size such as 2GiB or 256MiB", f.maxLayerSize)
+		}
 	}
 	// A level given is honoured, 0 too (gzip's "store"); none given is
 	// the compression's default.
@@ -219,6 +228,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		SecretScan:      f.secretScan,
 		MaxLayers:       f.maxLayers,
 		IncludeVolumes:  f.includeVolumes,
+		MaxLayerSize:    maxLayerSize,
 	})
 	if err != nil {
 		return err
