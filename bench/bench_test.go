@@ -296,7 +296,7 @@ func BenchmarkCommit(b *testing.B) {
 				for _, cache := range []string{"warm", "cold"} {
 					// commit-frontend-engine: the same CLI with no
 					// buildkitd named, BuildKit's engine in the process.
-					impls := []string{"commit-frontend", "commit-frontend-engine", "containerd-native"}
+					impls := []string{"commit-frontend", "commit-frontend-pause-brief", "commit-frontend-engine", "containerd-native"}
 					if env.bkCtrd != nil {
 						impls = append(impls, "commit-frontend-ctrd-worker")
 					}
@@ -355,6 +355,7 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 	defer bk.Close()
 	var cpu, clientCPU time.Duration
 	var sent, maxRSS int64
+	var paused time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
@@ -384,10 +385,10 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		daemons0 := daemonCPU()
 		b.StartTimer()
 		switch impl {
-		case "commit-frontend", "commit-frontend-ctrd-worker", "commit-frontend-engine":
+		case "commit-frontend", "commit-frontend-ctrd-worker", "commit-frontend-engine", "commit-frontend-pause-brief":
 			args := []string{"commit", "--address", env.ctrd.Addr, "-n", ns}
 			switch impl {
-			case "commit-frontend":
+			case "commit-frontend", "commit-frontend-pause-brief":
 				args = append(args, "--addr", env.bk.Addr)
 			case "commit-frontend-ctrd-worker":
 				args = append(args, "--addr", env.bkCtrd.Addr)
@@ -396,6 +397,9 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			comp := []string{"--compression", compression}
 			if name, level, ok := strings.Cut(compression, "-"); ok {
 				comp = []string{"--compression", name, "--compression-level", level}
+			}
+			if impl == "commit-frontend-pause-brief" {
+				args = append(args, "--pause=brief")
 			}
 			cmd := exec.Command(env.cli, append(append(args, comp...), "--metadata-file", md, id, ref)...)
 			if impl == "commit-frontend-engine" {
@@ -414,7 +418,8 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 			maxRSS = max(maxRSS, peak)
-			sent += changeSetSize(b, md)
+			n, p := changeSetSize(b, md)
+			sent, paused = sent+n, paused+p
 		case "nerdctl":
 			cmd := exec.Command(env.nerdctl, "--address", env.ctrd.Addr, "--namespace", ns, "--data-root", filepath.Join(env.dir, "nerdctl"),
 				"commit", "--compression", compression, "--format", "oci", id, ref)
@@ -460,6 +465,9 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 	}
 	if sent > 0 {
 		b.ReportMetric(float64(sent)/n/(1<<20), "sent-MiB/op")
+	}
+	if paused > 0 {
+		b.ReportMetric(paused.Seconds()*1000/n, "paused-ms/op")
 	}
 	b.ReportMetric(float64(peakRSS(env.bk.Cmd.Process.Pid))/(1<<20), "buildkitd-peakrss-MiB")
 }
@@ -514,7 +522,7 @@ func pidRoot(b *testing.B, cc *containerd.Client, id string) string {
 	return fmt.Sprintf("/proc/%d/root", t.Pid())
 }
 
-func changeSetSize(b *testing.B, md string) int64 {
+func changeSetSize(b *testing.B, md string) (int64, time.Duration) {
 	dt, err := os.ReadFile(md)
 	if err != nil {
 		b.Fatal(err)
@@ -523,6 +531,11 @@ func changeSetSize(b *testing.B, md string) int64 {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(dt, &m); err != nil {
 		b.Fatal(err)
+	}
+	var paused time.Duration
+	var ps string
+	if json.Unmarshal(m["commit-frontend.paused"], &ps) == nil {
+		paused, _ = time.ParseDuration(ps)
 	}
 	var cs changeset.Manifest
 	raw := m["commit-frontend.changeset"]
@@ -534,7 +547,7 @@ func changeSetSize(b *testing.B, md string) int64 {
 			}
 		}
 	}
-	return cs.TarSize
+	return cs.TarSize, paused
 }
 
 func pruneBuildkitd(ctx context.Context, addr string) error {

@@ -31,6 +31,9 @@ type planned struct {
 	// header, as the walk saw it: a file changed since has a new ctime.
 	dev, ino uint64
 	ctime    unix.Timespec
+	// copy, when set, is a private copy of the contents, taken while the
+	// container was paused or proven unchanged since (UsePrefetched).
+	copy string
 }
 
 // A Plan is a streamed change set: the walk (through the Writer Stream
@@ -144,6 +147,9 @@ func (p *Plan) writeTar(ctx context.Context, out io.Writer) error {
 // copyFile writes the contents of a planned regular file: the same inode
 // the walk saw, with the size it saw.
 func (p *Plan) copyFile(out io.Writer, e planned, buf []byte) error {
+	if e.copy != "" {
+		return copyCopy(out, e, buf)
+	}
 	name := e.h.Name
 	if p.root == nil {
 		return errors.Errorf("change set: %q: the tree is no longer open", name)

@@ -51,6 +51,12 @@ type Options struct {
 	Changes []string
 	// Pause pauses a running container while its filesystem is read.
 	Pause bool
+	// PauseBrief, with Pause, reads the changes of a running container
+	// while it runs, copying its files aside, and pauses it only to read
+	// again what changed since: the inodes, sizes or ctimes that moved,
+	// and the files the container maps writable (whose writes need not
+	// move a ctime). The image is the container at the pause.
+	PauseBrief bool
 	// Layer is how the new layer is written: compression, level,
 	// file times clamped to SourceDateEpoch.
 	Layer exporter.Layer
@@ -299,7 +305,7 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 		Client: c, container: opt.Container, target: tg, pause: opt.Pause, name: name,
 		opts: fo, outputs: opt.Outputs, layer: opt.Layer,
 		exclude: opt.Exclude, squashRoot: squashRoot, squashKeep: squashKeep, secretScan: opt.SecretScan,
-		volumes: volumes, maxLayerSize: opt.MaxLayerSize,
+		volumes: volumes, maxLayerSize: opt.MaxLayerSize, brief: opt.Pause && opt.PauseBrief,
 	}
 	if j.secretScan == "" {
 		j.secretScan = SecretScanWarn

@@ -51,6 +51,9 @@ type job struct {
 	// layers (--max-layers).
 	squashRoot ocispecs.Descriptor
 	squashKeep int
+	// brief reads a running container's changes before pausing it, and
+	// in the pause only what changed since (Options.PauseBrief).
+	brief bool
 	// maxLayerSize, above 0, splits the change set into layers of at most
 	// that many bytes of contents each.
 	maxLayerSize int64

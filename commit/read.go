@@ -87,6 +87,10 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	// running: then the contents can be read later, as the tar streams.
 	// A running container's change set is read at once and staged.
 	still := true
+	// With --pause=brief, the files copied aside before the pause, and the
+	// files the container mapped writable then.
+	var pf *changeset.Prefetch
+	var mapped map[string]bool
 	if tg.Pauser != nil {
 		g, err := container.Lock(ctx, j.Namespace, tg, j.container, j.Warnf)
 		if err != nil {
@@ -101,6 +105,16 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 			// A container the user paused stays paused; one that is
 			// stopped has nothing to pause.
 			if st == containerd.Running {
+				if j.brief {
+					var pdir string
+					if pf, mapped, pdir, err = j.prefetch(ctx, records); err != nil {
+						return nil, err
+					}
+					if pdir != "" {
+						remove := c.remove
+						c.remove = func() { remove(); os.RemoveAll(pdir) }
+					}
+				}
 				start := time.Now()
 				r, err := g.Pause(ctx)
 				if err != nil {
@@ -196,6 +210,27 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 			return nil, err
 		}
 		return c, nil
+	}
+	if pf != nil {
+		// Only what changed since the copies, or may have, is read now;
+		// then the plan reads nothing more of the container.
+		pid, err := tg.Pauser.Pid(ctx)
+		if err != nil {
+			return nil, errors.Wrapf(err, "container %s", j.container)
+		}
+		now, err := container.WritableMappings(pid)
+		if err != nil {
+			return nil, errors.Wrapf(err, "container %s", j.container)
+		}
+		for p := range now {
+			mapped[p] = true
+		}
+		if _, _, err := plan.UsePrefetched(ctx, pf, mapped); err != nil {
+			return nil, errors.Wrapf(err, "reading the changes of %s", j.container)
+		}
+		if err := c.release(); err != nil {
+			return nil, err
+		}
 	}
 	release := c.release
 	c.release = func() error {
@@ -328,4 +363,50 @@ func stagedWhy(overlay, still bool) string {
 		return "it runs and is not paused (--pause=false)"
 	}
 	return "a volume is included"
+}
+
+// prefetch reads the change set of the running container and copies its
+// files aside, before a brief pause (--pause=brief), with the files the
+// container maps writable as it starts; no prefetch (nil) where the change
+// set is not streamed (no overlay, volumes) or the read fails as the
+// container writes: the pause then reads everything. dir holds the
+// copies.
+func (j *job) prefetch(ctx context.Context, records map[string]string) (pf *changeset.Prefetch, mapped map[string]bool, dir string, err error) {
+	tg := j.target
+	if len(j.volumes) > 0 {
+		return nil, nil, "", nil
+	}
+	sn := j.Containerd.SnapshotService(tg.Snapshotter)
+	mounts, err := sn.Mounts(ctx, tg.Snapshot)
+	if err != nil || !changeset.Overlay(mounts) {
+		return nil, nil, "", nil
+	}
+	pid, err := tg.Pauser.Pid(ctx)
+	if err != nil {
+		return nil, nil, "", errors.Wrapf(err, "container %s", j.container)
+	}
+	if mapped, err = container.WritableMappings(pid); err != nil {
+		return nil, nil, "", errors.Wrapf(err, "container %s", j.container)
+	}
+	w, plan := changeset.Stream(records)
+	defer plan.Release()
+	if err := w.Exclude(j.exclude); err != nil {
+		w.Abort()
+		return nil, nil, "", err
+	}
+	if err := changeset.FromSnapshot(ctx, sn, tg.Snapshot, mounts, w); err != nil {
+		w.Abort()
+		return nil, nil, "", nil
+	}
+	if _, err := w.Close(); err != nil {
+		return nil, nil, "", nil
+	}
+	if dir, err = os.MkdirTemp("", "commit-frontend-prefetch-"); err != nil {
+		return nil, nil, "", err
+	}
+	if pf, err = plan.Prefetch(ctx, dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, "", err
+	}
+	return pf, mapped, dir, nil
 }

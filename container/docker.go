@@ -84,6 +84,14 @@ func (p *dockerPauser) Pause(ctx context.Context) error {
 	return err
 }
 
+func (p *dockerPauser) Pid(ctx context.Context) (int, error) {
+	r, err := p.dc.ContainerInspect(ctx, p.id, dockerclient.ContainerInspectOptions{})
+	if err != nil || r.Container.State == nil {
+		return 0, err
+	}
+	return r.Container.State.Pid, nil
+}
+
 func (p *dockerPauser) Resume(ctx context.Context) error {
 	_, err := p.dc.ContainerUnpause(ctx, p.id, dockerclient.ContainerUnpauseOptions{})
 	return err

@@ -86,6 +86,9 @@ type Pauser interface {
 	State(ctx context.Context) (containerd.ProcessStatus, error)
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
+	// Pid is the host PID of the container's first process; 0 when none
+	// runs.
+	Pid(ctx context.Context) (int, error)
 }
 
 // taskPauser pauses a containerd task.
@@ -101,6 +104,7 @@ func (p taskPauser) State(ctx context.Context) (containerd.ProcessStatus, error)
 
 func (p taskPauser) Pause(ctx context.Context) error  { return p.t.Pause(ctx) }
 func (p taskPauser) Resume(ctx context.Context) error { return p.t.Resume(ctx) }
+func (p taskPauser) Pid(context.Context) (int, error) { return int(p.t.Pid()), nil }
 
 // Guard is what a commit holds while it may pause a container: the
 // container's lock, and a record that says it paused it.

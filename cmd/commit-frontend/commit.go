@@ -30,7 +30,7 @@ const defaultContainerdAddress = "/run/containerd/containerd.sock"
 type commitFlags struct {
 	author, message  string
 	changes          []string
-	pause            bool
+	pause            pauseFlag
 	address          string
 	namespace        string
 	bk               solve.ConnectOpt
@@ -81,7 +81,9 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringVarP(&f.author, "author", "a", "", `author (e.g., "John Hannibal Smith <hannibal@a-team.com>")`)
 	fl.StringVarP(&f.message, "message", "m", "", "commit message")
 	fl.StringArrayVarP(&f.changes, "change", "c", nil, "apply a Dockerfile instruction to the image (CMD ENTRYPOINT ENV EXPOSE HEALTHCHECK LABEL ONBUILD STOPSIGNAL USER VOLUME WORKDIR)")
-	fl.BoolVarP(&f.pause, "pause", "p", true, "pause the container during the commit")
+	f.pause = pauseFlag{pause: true}
+	fl.VarP(&f.pause, "pause", "p", "pause the container while its changes are read: true, false, or brief (read them while it runs, then pause it only to read again what changed since)")
+	fl.Lookup("pause").NoOptDefVal = "true"
 	fl.BoolVar(&f.noPause, "no-pause", false, "do not pause the container (docker v29's spelling of --pause=false)")
 	fl.StringArrayVar(&f.excludes, "exclude", nil, "leave out container paths matching this .dockerignore-style pattern (repeatable): neither added nor removed")
 	fl.StringVar(&f.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "time of the image and its history entry, in seconds since 1970 ($SOURCE_DATE_EPOCH)")
@@ -115,10 +117,10 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	ctx := cmd.Context()
 	if f.noPause {
-		if cmd.Flags().Changed("pause") && f.pause {
-			return errors.New("--no-pause and --pause=true contradict each other")
+		if cmd.Flags().Changed("pause") && f.pause.pause {
+			return errors.Errorf("--no-pause and --pause=%s contradict each other", f.pause.String())
 		}
-		f.pause = false
+		f.pause = pauseFlag{}
 	}
 	var epoch *time.Time
 	if f.sourceDateEpoch != "" {
@@ -213,7 +215,8 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		Author:          f.author,
 		Message:         f.message,
 		Changes:         f.changes,
-		Pause:           f.pause,
+		Pause:           f.pause.pause,
+		PauseBrief:      f.pause.brief,
 		Layer:           exporter.Layer{Compression: f.compression, Level: level, RewriteTimestamp: f.rewriteTimestamp},
 		Outputs:         outputs,
 		Exclude:         f.excludes,
@@ -272,3 +275,28 @@ func envOr(k, def string) string {
 	}
 	return def
 }
+
+// pauseFlag is --pause: true, false or brief.
+type pauseFlag struct{ pause, brief bool }
+
+func (p *pauseFlag) String() string {
+	if p.brief {
+		return "brief"
+	}
+	return strconv.FormatBool(p.pause)
+}
+
+func (p *pauseFlag) Set(s string) error {
+	if s == "brief" {
+		p.pause, p.brief = true, true
+		return nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.Errorf("%q: want true, false or brief", s)
+	}
+	p.pause, p.brief = b, false
+	return nil
+}
+
+func (p *pauseFlag) Type() string { return "true|false|brief" }

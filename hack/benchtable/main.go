@@ -58,6 +58,30 @@ func main() {
 	}
 	peersTable(cells, order)
 	dockerTable(cells, order)
+	pauseTable(cells, order)
+}
+
+// pauseTable prints how long the container was paused, with the full
+// pause and with --pause=brief, where the run had both.
+func pauseTable(cells map[string]map[string]result, order []string) {
+	header := false
+	for _, cell := range order {
+		full, okf := cells[cell]["commit-frontend"]
+		brief, okb := cells[cell]["commit-frontend-pause-brief"]
+		if !okf || !okb {
+			continue
+		}
+		if !header {
+			fmt.Println()
+			fmt.Println("| rootfs | change | compression | page cache | paused ms, --pause=true | paused ms, --pause=brief | commit s, --pause=true | commit s, --pause=brief |")
+			fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
+			header = true
+		}
+		parts := cellParts(cell)
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
+			num(full["paused-ms/op"]), num(brief["paused-ms/op"]), num(full["ns/op"]/1e9), num(brief["ns/op"]/1e9))
+	}
 }
 
 // dockerTable prints, for the cells that had them, docker commit against
