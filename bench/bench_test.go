@@ -410,27 +410,15 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 				}
 				cmd.Env = append(cmd.Env, engine.RootEnv+"="+filepath.Join(env.dir, "engine"))
 			}
-			out, peak, err := runSampled(cmd)
-			if err != nil {
-				b.Fatalf("%v: %s", err, out)
-			}
-			b.StopTimer()
-			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			maxRSS = max(maxRSS, peak)
+			cpu, peak := timeClient(b, cmd)
+			clientCPU, maxRSS = clientCPU+cpu, max(maxRSS, peak)
 			n, p := changeSetSize(b, md)
 			sent, paused = sent+n, paused+p
 		case "nerdctl":
 			cmd := exec.Command(env.nerdctl, "--address", env.ctrd.Addr, "--namespace", ns, "--data-root", filepath.Join(env.dir, "nerdctl"),
 				"commit", "--compression", compression, "--format", "oci", id, ref)
-			out, peak, err := runSampled(cmd)
-			if err != nil {
-				b.Fatalf("nerdctl commit: %v: %s", err, out)
-			}
-			b.StopTimer()
-			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-			clientCPU += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			maxRSS = max(maxRSS, peak)
+			cpu, peak := timeClient(b, cmd)
+			clientCPU, maxRSS = clientCPU+cpu, max(maxRSS, peak)
 		default:
 			var ru0, ru1 syscall.Rusage
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
@@ -593,4 +581,16 @@ func peakRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// timeClient runs the timed command, stops the timer when it ends, and
+// returns its CPU time and peak RSS.
+func timeClient(b *testing.B, cmd *exec.Cmd) (time.Duration, int64) {
+	out, peak, err := runSampled(cmd)
+	if err != nil {
+		b.Fatalf("%s: %v: %s", filepath.Base(cmd.Path), err, out)
+	}
+	b.StopTimer()
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), peak
 }

@@ -64,19 +64,14 @@ func main() {
 // pauseTable prints how long the container was paused, with the full
 // pause and with --pause=brief, where the run had both.
 func pauseTable(cells map[string]map[string]result, order []string) {
-	header := false
+	header := once("| rootfs | change | compression | page cache | paused ms, --pause=true | paused ms, --pause=brief | commit s, --pause=true | commit s, --pause=brief |")
 	for _, cell := range order {
 		full, okf := cells[cell]["commit-frontend"]
 		brief, okb := cells[cell]["commit-frontend-pause-brief"]
 		if !okf || !okb {
 			continue
 		}
-		if !header {
-			fmt.Println()
-			fmt.Println("| rootfs | change | compression | page cache | paused ms, --pause=true | paused ms, --pause=brief | commit s, --pause=true | commit s, --pause=brief |")
-			fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
-			header = true
-		}
+		header()
 		parts := cellParts(cell)
 		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
@@ -87,19 +82,14 @@ func pauseTable(cells map[string]map[string]result, order []string) {
 // dockerTable prints, for the cells that had them, docker commit against
 // commit-frontend commit --docker on the same dockerd.
 func dockerTable(cells map[string]map[string]result, order []string) {
-	header := false
+	header := once("| rootfs | change | compression | page cache | docker commit s | commit --docker s | docker / ours | CPU s docker / ours |")
 	for _, cell := range order {
 		d, okd := cells[cell]["docker-commit"]
 		o, oko := cells[cell]["commit-frontend-docker"]
 		if !okd && !oko {
 			continue
 		}
-		if !header {
-			fmt.Println()
-			fmt.Println("| rootfs | change | compression | page cache | docker commit s | commit --docker s | docker / ours | CPU s docker / ours |")
-			fmt.Println("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
-			header = true
-		}
+		header()
 		parts := cellParts(cell)
 		dt, ot := d["ns/op"]/1e9, o["ns/op"]/1e9
 		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s |\n",
@@ -167,4 +157,19 @@ func num(v float64) string {
 		return fmt.Sprintf("%.3g", v)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// once returns a function that prints a blank line, the table header
+// and its alignment row the first time it is called, and nothing after.
+func once(header string) func() {
+	done := false
+	return func() {
+		if done {
+			return
+		}
+		done = true
+		fmt.Println()
+		fmt.Println(header)
+		fmt.Println("| --- | --- | --- | --- |" + strings.Repeat(" ---: |", strings.Count(header, "|")-5))
+	}
 }
