@@ -214,11 +214,11 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	if pf != nil {
 		// Only what changed since the copies, or may have, is read now;
 		// then the plan reads nothing more of the container.
-		pid, err := tg.Pauser.Pid(ctx)
+		pids, err := tg.Pauser.Pids(ctx)
 		if err != nil {
 			return nil, errors.Wrapf(err, "container %s", j.container)
 		}
-		now, err := container.WritableMappings(pid)
+		now, err := container.WritableMappings(pids)
 		if err != nil {
 			return nil, errors.Wrapf(err, "container %s", j.container)
 		}
@@ -381,11 +381,11 @@ func (j *job) prefetch(ctx context.Context, records map[string]string) (pf *chan
 	if err != nil || !changeset.Overlay(mounts) {
 		return nil, nil, "", nil
 	}
-	pid, err := tg.Pauser.Pid(ctx)
+	pids, err := tg.Pauser.Pids(ctx)
 	if err != nil {
 		return nil, nil, "", errors.Wrapf(err, "container %s", j.container)
 	}
-	if mapped, err = container.WritableMappings(pid); err != nil {
+	if mapped, err = container.WritableMappings(pids); err != nil {
 		return nil, nil, "", errors.Wrapf(err, "container %s", j.container)
 	}
 	w, plan := changeset.Stream(records)

@@ -57,6 +57,9 @@ func CheckDockerStore(ctx context.Context, dc *dockerclient.Client) (DockerConta
 // view (docker ps) stays right.
 type dockerPauser struct {
 	dc *dockerclient.Client
+	// cc is dockerd's containerd, in its namespace: its task lists the
+	// container's processes.
+	cc *containerd.Client
 	id string
 }
 
@@ -84,12 +87,16 @@ func (p *dockerPauser) Pause(ctx context.Context) error {
 	return err
 }
 
-func (p *dockerPauser) Pid(ctx context.Context) (int, error) {
-	r, err := p.dc.ContainerInspect(ctx, p.id, dockerclient.ContainerInspectOptions{})
-	if err != nil || r.Container.State == nil {
-		return 0, err
+func (p *dockerPauser) Pids(ctx context.Context) ([]int, error) {
+	c, err := p.cc.LoadContainer(ctx, p.id)
+	if err != nil {
+		return nil, errors.Wrapf(err, "docker container %s in containerd", p.id)
 	}
-	return r.Container.State.Pid, nil
+	t, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, errors.Wrapf(err, "docker container %s in containerd", p.id)
+	}
+	return taskPids(ctx, t)
 }
 
 func (p *dockerPauser) Resume(ctx context.Context) error {
@@ -114,7 +121,7 @@ func FindDocker(ctx context.Context, dc *dockerclient.Client, cc *containerd.Cli
 	if err != nil {
 		return nil, nil, errors.Wrap(err, "docker info")
 	}
-	tg := &Target{Snapshotter: info.Info.Driver, Snapshot: ct.ID, Pauser: &dockerPauser{dc: dc, id: ct.ID}}
+	tg := &Target{Snapshotter: info.Info.Driver, Snapshot: ct.ID, Pauser: &dockerPauser{dc: dc, cc: cc, id: ct.ID}}
 	if snapshotter != "" {
 		tg.Snapshotter = snapshotter
 	}

@@ -3,48 +3,22 @@ package container
 import (
 	"bufio"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/pkg/errors"
 )
 
-// WritableMappings are the files that the process pid and its descendants
-// map shared and writable, by their paths in the container: a write
-// through such a mapping to a page already dirty moves no time stamp of
-// the file, so only this tells that the file may have changed.
-func WritableMappings(pid int) (map[string]bool, error) {
+// WritableMappings are the files that the processes pids map shared and
+// writable, by their paths in the container: a write through such a
+// mapping to a page already dirty moves no time stamp of the file, so only
+// this tells that the file may have changed. A process gone since is
+// skipped.
+func WritableMappings(pids []int) (map[string]bool, error) {
 	out := map[string]bool{}
-	if pid <= 0 {
-		return out, nil
-	}
-	seen := map[int]bool{}
-	todo := []int{pid}
-	for len(todo) > 0 {
-		p := todo[len(todo)-1]
-		todo = todo[:len(todo)-1]
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		if err := mappings(p, out); err != nil {
-			if p == pid {
-				return nil, err
-			}
-			continue // gone since
-		}
-		tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(p) + "/task/*/children")
-		for _, t := range tasks {
-			dt, err := os.ReadFile(t)
-			if err != nil {
-				continue
-			}
-			for _, f := range strings.Fields(string(dt)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					todo = append(todo, c)
-				}
-			}
+	for _, p := range pids {
+		if err := mappings(p, out); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -86,9 +86,9 @@ type Pauser interface {
 	State(ctx context.Context) (containerd.ProcessStatus, error)
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
-	// Pid is the host PID of the container's first process; 0 when none
-	// runs.
-	Pid(ctx context.Context) (int, error)
+	// Pids are the host PIDs of every process of the container (its
+	// cgroup's: exec'd processes too).
+	Pids(ctx context.Context) ([]int, error)
 }
 
 // taskPauser pauses a containerd task.
@@ -102,9 +102,21 @@ func (p taskPauser) State(ctx context.Context) (containerd.ProcessStatus, error)
 	return s.Status, err
 }
 
-func (p taskPauser) Pause(ctx context.Context) error  { return p.t.Pause(ctx) }
-func (p taskPauser) Resume(ctx context.Context) error { return p.t.Resume(ctx) }
-func (p taskPauser) Pid(context.Context) (int, error) { return int(p.t.Pid()), nil }
+func (p taskPauser) Pause(ctx context.Context) error         { return p.t.Pause(ctx) }
+func (p taskPauser) Resume(ctx context.Context) error        { return p.t.Resume(ctx) }
+func (p taskPauser) Pids(ctx context.Context) ([]int, error) { return taskPids(ctx, p.t) }
+
+func taskPids(ctx context.Context, t containerd.Task) ([]int, error) {
+	ps, err := t.Pids(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, int(p.Pid))
+	}
+	return out, nil
+}
 
 // Guard is what a commit holds while it may pause a container: the
 // container's lock, and a record that says it paused it.

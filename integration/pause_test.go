@@ -15,7 +15,8 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 )
 
-// TestCommitPauseBriefWriter commits, with --pause=brief, a container that
+// TestCommitPauseBriefWriter commits, with --pause=brief, a container in
+// which a process started by exec (not a child of its first process)
 // writes all through the commit: records appended to a log, and every page
 // of a file rewritten in place through a shared mapping (writes that move
 // no ctime once a page is dirty). The image is the container at the
@@ -32,7 +33,10 @@ func TestCommitPauseBriefWriter(t *testing.T) {
 	ctx := context.Background()
 	c := ctrd(t, ns)
 	if _, err := env.ctrd.Ctr(ctx, ns, "run", "-d", "--snapshotter", "overlayfs",
-		"--mount", "type=bind,src="+bin+",dst=/mmapwriter,options=rbind:ro", baseName, "writer", "/mmapwriter"); err != nil {
+		"--mount", "type=bind,src="+bin+",dst=/mmapwriter,options=rbind:ro", baseName, "writer", "sleep", "3600"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.ctrd.Ctr(ctx, ns, "tasks", "exec", "--detach", "--exec-id", "w", "writer", "/mmapwriter"); err != nil {
 		t.Fatal(err)
 	}
 	ct := &container{ns: ns, id: "writer", c: c}
