@@ -142,13 +142,16 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	// Volumes are trees of their own: the change set is staged.
 	if changeset.Overlay(mounts) && still && len(j.volumes) == 0 {
 		w, plan = changeset.Stream(records)
-	} else if j.maxLayerSize > 0 {
-		return nil, errors.Errorf("--max-layer-size splits a change set read from an overlayfs snapshot, with the container paused or stopped, and no volume included; container %s's is not (%s)", j.container, stagedWhy(changeset.Overlay(mounts), still))
 	} else {
 		if dir, err = os.MkdirTemp("", "commit-frontend-changes-"); err != nil {
 			return nil, err
 		}
-		if w, err = changeset.Create(dir, records); err != nil {
+		if j.maxLayerSize > 0 {
+			w, err = changeset.CreateSplit(dir, records, j.maxLayerSize)
+		} else {
+			w, err = changeset.Create(dir, records)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -206,9 +209,19 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		if err := c.release(); err != nil {
 			return nil, err
 		}
-		if c.fs, err = fsutil.NewFS(dir); err != nil {
-			return nil, err
+		parts, oversized := w.StagedParts()
+		j.warnOversized(oversized)
+		if len(parts) == 0 {
+			parts = []string{dir}
 		}
+		for _, p := range parts {
+			fs, err := fsutil.NewFS(p)
+			if err != nil {
+				return nil, err
+			}
+			c.parts = append(c.parts, fs)
+		}
+		c.fs, c.parts = c.parts[0], c.parts[1:]
 		return c, nil
 	}
 	if pf != nil {
@@ -242,9 +255,7 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	if j.maxLayerSize > 0 {
 		var oversized []string
 		parts, oversized = plan.Split(j.maxLayerSize)
-		for _, p := range oversized {
-			j.warnf("%q is larger than --max-layer-size: it is a layer of its own", p)
-		}
+		j.warnOversized(oversized)
 	}
 	// The container goes on once every part has crossed, or one failed.
 	var mu sync.Mutex
@@ -354,15 +365,11 @@ func (j *job) reportSecrets(found []changeset.Secret) error {
 	return nil
 }
 
-// stagedWhy says why a change set is staged, not streamed.
-func stagedWhy(overlay, still bool) string {
-	switch {
-	case !overlay:
-		return "its snapshotter keeps no overlay upper directory"
-	case !still:
-		return "it runs and is not paused (--pause=false)"
+// warnOversized names the files larger than --max-layer-size.
+func (j *job) warnOversized(paths []string) {
+	for _, p := range paths {
+		j.warnf("%q is larger than --max-layer-size: it is a layer of its own", p)
 	}
-	return "a volume is included"
 }
 
 // prefetch reads the change set of the running container and copies its

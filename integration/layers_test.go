@@ -161,6 +161,23 @@ func TestCommitMaxLayerSize(t *testing.T) {
 	}
 	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, "example.com/mls:1", "overlayfs"))
 
+	// Staged rather than streamed: a snapshotter with no upper directory,
+	// and a running container committed without a pause.
+	for _, tc := range []struct{ snapshotter, pause string }{{"native", "true"}, {"overlayfs", "false"}} {
+		t.Run("staged-"+tc.snapshotter+"-pause-"+tc.pause, func(t *testing.T) {
+			id := "mls-staged-" + tc.snapshotter
+			ct := startContainer(t, ns, tc.snapshotter, id, "mkdir -p /data/x && for i in 1 2 3 4 5 6; do dd if=/dev/urandom of=/data/x/f$i bs=1M count=4 2>/dev/null; done && "+
+				"ln /data/x/f1 /data/f1-link && rm /bin/vi && touch /ready && exec sleep 3600", false)
+			ref := "example.com/mls-staged:" + tc.snapshotter
+			cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--snapshotter", tc.snapshotter, "--pause="+tc.pause, "--max-layer-size", "8MiB", id, ref)...)
+			img := mustImage(t, c, ref)
+			if n := len(imageManifest(t, c, img).Layers) - len(base.RootFS.DiffIDs); n < 3 {
+				t.Errorf("%d new layers, want at least 3", n)
+			}
+			diffTrees(t, "image vs container", ct.snapshotTree(t, tc.snapshotter), imageTree(t, c, ref, tc.snapshotter))
+		})
+	}
+
 	t.Run("docker", func(t *testing.T) {
 		// The parts cross as tars here, as trees above.
 		t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
