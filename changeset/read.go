@@ -524,7 +524,8 @@ func matchOther(dir *node, pat, real []string) (string, error) {
 
 // FromTree adds the whole tree at root — a volume's data — to the change
 // set at the container path at, its mount point: the directory itself,
-// with root's owner, mode and times, and everything below it, walked by
+// with root's owner, mode and times, replacing what the image holds there
+// (the container sees only the mount), and everything below it, walked by
 // directory descriptors as the other readers walk. A file (a file's bind
 // mount) is added alone. Only a staged change set (Create) takes it: a
 // streamed one reads its contents from one tree.
@@ -573,6 +574,9 @@ func FromTree(ctx context.Context, root, at string, w *Writer) error {
 	xattrs, err := n.xattrs()
 	if err != nil {
 		return errors.Wrapf(err, "reading %s", root)
+	}
+	if err := w.Opaque(rel); err != nil {
+		return err
 	}
 	if err := w.add(n, xattrs); err != nil {
 		return err

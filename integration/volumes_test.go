@@ -53,7 +53,8 @@ func TestDockerIncludeVolumes(t *testing.T) {
 
 // TestCommitIncludeVolumes: a containerd container with a volume-store
 // bind mount and a bind of a host path, on an image that declares the
-// volume: --include-volumes commits the volume's data and drops the
+// volume: --include-volumes commits the volume's data, what the container
+// sees there and not the base's files under the mount point, and drops the
 // declaration; the host path is committed only when named; the runtime's
 // own mounts never are.
 func TestCommitIncludeVolumes(t *testing.T) {
@@ -66,7 +67,7 @@ func TestCommitIncludeVolumes(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	base := startContainer(t, ns, "overlayfs", "vol-base", "true", true)
+	base := startContainer(t, ns, "overlayfs", "vol-base", "mkdir /data && echo from-image > /data/hidden-by-the-mount", true)
 	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "-c", "VOLUME /data", base.id, "example.com/vol-base:1")...)
 	if _, err := env.ctrd.Ctr(ctx, ns, "run", "-d", "--snapshotter", "overlayfs",
 		"--mount", "type=bind,src="+store+",dst=/data,options=rbind:rw", "--mount", "type=bind,src="+host+",dst=/host,options=rbind:rw",
@@ -89,6 +90,9 @@ func TestCommitIncludeVolumes(t *testing.T) {
 	tree := imageTree(t, ct.c, "example.com/vol:1", "overlayfs")
 	if _, ok := tree["data/kept"]; !ok {
 		t.Error("the volume's data is not in the image")
+	}
+	if _, ok := tree["data/hidden-by-the-mount"]; ok {
+		t.Error("the image's file under the mount point, which the container does not see, is in the image")
 	}
 	for p := range tree {
 		if strings.HasPrefix(p, "host/") || p == "etc/hosts" || strings.HasPrefix(p, "proc/") {
