@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -70,27 +71,61 @@ func TestCommitPauseBriefWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 		files := storedFiles(t, ct, ref, "/log", "/mm")
-		lines := strings.Split(strings.TrimSuffix(files["/log"], "\n"), "\n")
-		for i, l := range lines {
-			if l != fmt.Sprintf("record %d", i+1) {
-				t.Fatalf("round %d: log line %d is %q", round, i+1, l)
-			}
-		}
-		n := uint64(len(lines))
-		mm := []byte(files["/mm"])
-		if len(mm) != 256*4096 {
-			t.Fatalf("round %d: /mm holds %d bytes", round, len(mm))
-		}
-		prev := n
-		for p := 0; p < 256; p++ {
-			v := binary.LittleEndian.Uint64(mm[p*4096:])
-			if v > prev || v+1 < n {
-				t.Fatalf("round %d: the log holds records 1..%d, page %d of the mapped file holds %d (page before it %d): not the container at one instant", round, n, p, v, prev)
-			}
-			prev = v
-		}
+		n := checkOneInstant(t, fmt.Sprintf("round %d", round), files["/log"], files["/mm"])
 		t.Logf("round %d: %d records, paused %s", round, n, paused)
 	}
+
+	t.Run("docker", func(t *testing.T) {
+		name := "docker-writer"
+		docker(t, "run", "-d", "--network", "none", "--name", name, "-v", bin+":/mmapwriter:ro", "busybox", "sleep", "3600")
+		t.Cleanup(func() { _, _ = dockerd(t).Docker(context.Background(), "rm", "-f", name) })
+		docker(t, "exec", "-d", name, "/mmapwriter")
+		for i := 0; ; i++ {
+			if _, err := dockerd(t).Docker(context.Background(), "exec", name, "test", "-f", "/ready"); err == nil {
+				break
+			}
+			if i == 300 {
+				t.Fatal("the writer did not start")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		if r := cfDocker(t, "--pause=brief", name, "example.com/docker-pause-brief:1"); r.err != nil {
+			t.Fatalf("commit --docker --pause=brief: %v\n%s", r.err, r.stderr)
+		}
+		log := docker(t, "run", "--rm", "--network", "none", "example.com/docker-pause-brief:1", "cat", "/log")
+		mm, err := base64.StdEncoding.DecodeString(docker(t, "run", "--rm", "--network", "none", "example.com/docker-pause-brief:1", "sh", "-c", "base64 /mm | tr -d '\\n'"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkOneInstant(t, "docker", log+"\n", string(mm))
+	})
+}
+
+// checkOneInstant checks that the writer's log and mapped file are of one
+// instant: records 1..n whole, the pages at n in a first run and n-1
+// after it. It returns n.
+func checkOneInstant(t *testing.T, what, log, mm string) uint64 {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(log, "\n"), "\n")
+	for i, l := range lines {
+		if l != fmt.Sprintf("record %d", i+1) {
+			t.Fatalf("%s: log line %d is %q", what, i+1, l)
+		}
+	}
+	n := uint64(len(lines))
+	if len(mm) != 256*4096 {
+		t.Fatalf("%s: /mm holds %d bytes", what, len(mm))
+	}
+	prev := n
+	for p := 0; p < 256; p++ {
+		v := binary.LittleEndian.Uint64([]byte(mm[p*4096:]))
+		if v > prev || v+1 < n {
+			t.Fatalf("%s: the log holds records 1..%d, page %d of the mapped file holds %d (page before it %d): not the container at one instant", what, n, p, v, prev)
+		}
+		prev = v
+	}
+	return n
 }
 
 // storedFiles reads files of an image from a view of its unpacked snapshot.
