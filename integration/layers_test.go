@@ -178,6 +178,17 @@ func TestCommitMaxLayerSize(t *testing.T) {
 		})
 	}
 
+	t.Run("engine", func(t *testing.T) {
+		ct := startContainer(t, ns, "overlayfs", "mls-engine", "mkdir /data && for i in 1 2 3 4; do dd if=/dev/urandom of=/data/f$i bs=1M count=4 2>/dev/null; done", true)
+		if r := runEngine(t, t.TempDir(), "commit", "--namespace", ns, "--max-layer-size", "8MiB", "mls-engine", "example.com/mls-engine:1"); r.err != nil {
+			t.Fatalf("%v\n%s", r.err, r.stderr)
+		}
+		if n := len(imageManifest(t, c, mustImage(t, c, "example.com/mls-engine:1")).Layers) - len(base.RootFS.DiffIDs); n != 2 {
+			t.Errorf("%d new layers through the engine, want 2", n)
+		}
+		diffTrees(t, "image vs container (engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, "example.com/mls-engine:1", "overlayfs"))
+	})
+
 	t.Run("docker", func(t *testing.T) {
 		// The parts cross as tars here, as trees above.
 		t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")

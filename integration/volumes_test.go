@@ -102,6 +102,11 @@ func TestCommitIncludeVolumes(t *testing.T) {
 	if cfg := imageConfig(t, ct.c, mustImage(t, ct.c, "example.com/vol:1")); len(cfg.Config.Volumes) != 0 {
 		t.Errorf("volumes still declared: %v", cfg.Config.Volumes)
 	}
+	// Through the engine, the same.
+	if r := runEngine(t, t.TempDir(), "commit", "--namespace", ns, "--include-volumes", "vol-1", "example.com/vol:engine"); r.err != nil {
+		t.Fatalf("%v\n%s", r.err, r.stderr)
+	}
+	diffTrees(t, "through the engine vs through buildkitd", tree, imageTree(t, ct.c, "example.com/vol:engine", "overlayfs"))
 	cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--include-volumes=/host", "vol-1", "example.com/vol:2")...)
 	tree = imageTree(t, ct.c, "example.com/vol:2", "overlayfs")
 	if _, ok := tree["host/h"]; !ok {
