@@ -68,20 +68,25 @@ func (p *Plan) Prefetch(ctx context.Context, dir string) (*Prefetch, error) {
 	return pf, nil
 }
 
-// errCopy marks a failure to write a copy, not to read the container.
+// errCopy marks a failure to write a copy (no space), not to read the
+// container.
 var errCopy = errors.New("writing a copy of the changes")
 
-// copyTo copies the contents of e into a new file dst, and fails with
-// errChanged when the file's ctime moved meanwhile; a failure to write dst
-// is errCopy.
+// copyTo copies the contents of e into a new file dst — file to file, so
+// that the kernel copies (copy_file_range: a reflink where the filesystem
+// shares blocks) — and fails with errChanged when the file's ctime moved
+// meanwhile; a failure to make or fill dst is errCopy.
 func (p *Plan) copyTo(dst string, e planned, buf []byte) error {
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return errors.Wrapf(errCopy, "%v", err)
 	}
-	err = p.copyFile(&copyWriter{f}, e, buf)
+	err = p.copyFile(f, e, buf)
 	if cerr := f.Close(); err == nil && cerr != nil {
-		err = errors.Wrapf(errCopy, "%v", cerr)
+		err = cerr
+	}
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EIO) {
+		err = errors.Wrapf(errCopy, "%v", err)
 	}
 	if err != nil {
 		return err
@@ -148,15 +153,4 @@ func copyCopy(out io.Writer, e planned, buf []byte) error {
 		return errors.Errorf("change set: %q: its copy holds %d of %d bytes", e.h.Name, k, e.h.Size)
 	}
 	return nil
-}
-
-// copyWriter marks its write errors errCopy.
-type copyWriter struct{ f *os.File }
-
-func (w *copyWriter) Write(b []byte) (int, error) {
-	n, err := w.f.Write(b)
-	if err != nil {
-		err = errors.Wrapf(errCopy, "%v", err)
-	}
-	return n, err
 }
