@@ -195,3 +195,48 @@ func TestConvertCommitSquash(t *testing.T) {
 		t.Errorf("history %+v", img.History)
 	}
 }
+
+// TestConvertCommitParts: a change set split into parts is one file op and
+// one history entry per part, applied in order, the first entry with the
+// author and message and the others naming themselves its parts; a squash
+// makes the parts one layer again.
+func TestConvertCommitParts(t *testing.T) {
+	base := testImage(t, "onbuild")
+	var parts []*cfllb.CommitSource
+	for range 2 {
+		src, err := sources(context.Background(), "rootfs", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, src)
+	}
+	src, err := sources(context.Background(), "rootfs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, img, err := ConvertCommit(bkllb.Image("docker.io/library/onbuild:latest"), base, CommitOpt{
+		Platform: amd64, Source: src, Parts: parts, CreatedBy: "sh", Author: "me", Message: "msg",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.Join(opTypes(t, st), " "), "file"); n != 3 {
+		t.Errorf("%d file ops, want one per part", n)
+	}
+	added := img.History[len(base.History):]
+	if len(added) != 3 || added[0].Comment != "msg" || added[0].Author != "me" ||
+		added[1].Comment != "part 2 of 3 of the layers of the commit above" || added[2].Comment != "part 3 of 3 of the layers of the commit above" ||
+		added[1].EmptyLayer || added[2].EmptyLayer || added[1].CreatedBy != "sh" {
+		t.Errorf("history of the parts: %+v", added)
+	}
+
+	_, img, err = ConvertCommit(bkllb.Image("docker.io/library/onbuild:latest"), base, CommitOpt{
+		Platform: amd64, Source: src, Parts: parts, CreatedBy: "sh", Squash: &cfllb.Squash{Name: SquashScratch},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(img.History) - len(base.History); n != 1 {
+		t.Errorf("a squash of parts added %d history entries, want 1", n)
+	}
+}
