@@ -24,6 +24,7 @@ import (
 	"github.com/moby/buildkit/frontend/gateway"
 	"github.com/moby/buildkit/frontend/gateway/forwarder"
 	"github.com/moby/buildkit/session"
+	containerdsnapshot "github.com/moby/buildkit/snapshot/containerd"
 	"github.com/moby/buildkit/solver"
 	"github.com/moby/buildkit/solver/bboltcachestorage"
 	"github.com/moby/buildkit/util/db/boltutil"
@@ -145,6 +146,8 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	wopt.BuildkitVersion = bkclient.BuildkitVersion{Package: version.Package, Version: version.Version, Revision: version.Revision}
 	wopt.RegistryHosts = resolver.NewRegistryConfig(nil)
 	wopt.GCPolicy = gcPolicy(opt.Root)
+	// The differ's blobs go to containerd in large writes.
+	wopt.ContentStore = containerdsnapshot.NewContentStore(bigWrites{wopt.ContentStore.Store}, wopt.ContentStore.Namespace())
 	w, err := base.NewWorker(ctx, wopt)
 	if err != nil {
 		return nil, errors.Wrap(err, "starting BuildKit's worker")
