@@ -13,14 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestSplit: the parts of a split change set hold every entry exactly once
-// (directories aside, which a part repeats above its entries), no part
-// more than the limit of contents but a file larger than the limit alone,
-// the removals in the first, a hard link with the file it links to; each
-// part is a tree of its own (TreeOK) and its tar is the size its manifest
-// says.
-func TestSplit(t *testing.T) {
-	upper := t.TempDir()
+// splitFixture writes the tree the split tests cut with a limit of 250
+// bytes: four files of 100 bytes, one of 350, a hard link across
+// directories, a file two directories down.
+func splitFixture(t *testing.T, upper string) {
+	t.Helper()
 	must(t, os.MkdirAll(filepath.Join(upper, "a"), 0o755))
 	for _, n := range []string{"1", "2", "3", "4"} {
 		must(t, os.WriteFile(filepath.Join(upper, "a", n), bytes.Repeat([]byte(n), 100), 0o644))
@@ -30,6 +27,17 @@ func TestSplit(t *testing.T) {
 	must(t, os.Link(filepath.Join(upper, "a", "1"), filepath.Join(upper, "b", "link")))
 	must(t, os.MkdirAll(filepath.Join(upper, "d", "e"), 0o755))
 	must(t, os.WriteFile(filepath.Join(upper, "d", "e", "f"), []byte("f"), 0o644))
+}
+
+// TestSplit: the parts of a split change set hold every entry exactly once
+// (directories aside, which a part repeats above its entries), no part
+// more than the limit of contents but a file larger than the limit alone,
+// the removals in the first, a hard link with the file it links to; each
+// part is a tree of its own (TreeOK) and its tar is the size its manifest
+// says.
+func TestSplit(t *testing.T) {
+	upper := t.TempDir()
+	splitFixture(t, upper)
 	must(t, unix.Mknod(filepath.Join(upper, "d", "gone"), unix.S_IFCHR, 0))
 
 	p, m := streamUpper(t, upper)
@@ -101,15 +109,7 @@ func TestCreateSplit(t *testing.T) {
 	lower, upper := t.TempDir(), t.TempDir()
 	must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
 	must(t, os.WriteFile(filepath.Join(lower, "d", "gone"), []byte("x"), 0o644))
-	must(t, os.MkdirAll(filepath.Join(upper, "a"), 0o755))
-	for _, n := range []string{"1", "2", "3", "4"} {
-		must(t, os.WriteFile(filepath.Join(upper, "a", n), bytes.Repeat([]byte(n), 100), 0o644))
-	}
-	must(t, os.MkdirAll(filepath.Join(upper, "b"), 0o700))
-	must(t, os.WriteFile(filepath.Join(upper, "b", "big"), bytes.Repeat([]byte("b"), 350), 0o644))
-	must(t, os.Link(filepath.Join(upper, "a", "1"), filepath.Join(upper, "b", "link")))
-	must(t, os.MkdirAll(filepath.Join(upper, "d", "e"), 0o755))
-	must(t, os.WriteFile(filepath.Join(upper, "d", "e", "f"), []byte("f"), 0o644))
+	splitFixture(t, upper)
 	for name, read := range map[string]func(w *Writer) error{
 		"diff": func(w *Writer) error { return FromDiff(context.Background(), lower, upper, w) },
 	} {
