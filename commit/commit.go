@@ -91,8 +91,11 @@ type Options struct {
 	SecretScan string
 	// MaxLayers, when above 0, bounds the image's layers: when the
 	// container's image has MaxLayers or more, the layers above its first
-	// MaxLayers-1 are squashed into one with the changes, as SquashSince
-	// would squash them (DefaultMaxLayers keeps docker able to run it).
+	// base (the image of the namespace with the fewest layers that are its
+	// first ones), or else above its first MaxLayers/2, are squashed into
+	// one with the changes, as SquashSince would squash them; the commits
+	// after it have room again (DefaultMaxLayers keeps docker able to run
+	// the image).
 	MaxLayers int
 	// IncludeVolumes commits the data of the container's volumes and bind
 	// mounts at their mount points, and drops their VOLUME declarations
@@ -279,9 +282,26 @@ func (c *Client) Commit(ctx context.Context, opt Options) (*Result, error) {
 			c.warnf("the image would have %d layers, more than --max-layers %d, but its base's layers were discarded after unpacking: nothing is squashed", n+1, opt.MaxLayers)
 			break
 		}
-		keep := opt.MaxLayers - 1
 		if opt.MaxLayerSize > 0 {
 			c.warnf("--max-layer-size does not apply to this commit: --max-layers squashes its changes into one layer")
+		}
+		// Everything above the base the chain started from becomes one
+		// layer: the next commits have room again. Without such a base,
+		// or with one too deep, the first half of the layers stays (the
+		// first N-1 at most).
+		baseName, baseManifest, keep, err := container.FirstBase(ctx, c.Containerd, tg)
+		if err != nil {
+			return nil, errors.Wrap(err, "--max-layers")
+		}
+		if keep > 0 && keep < opt.MaxLayers-1 {
+			c.warnf("the image would have %d layers, more than --max-layers %d: the %d above its first base %s are squashed into one with the changes", n+1, opt.MaxLayers, n-keep, baseName)
+			squashRoot = baseManifest
+			fo.SquashSince, fo.SquashSinceName = squashContext, baseName
+			break
+		}
+		keep = max(opt.MaxLayers/2, 1)
+		if opt.MaxLayers == 1 {
+			keep = 0
 		}
 		c.warnf("the image would have %d layers, more than --max-layers %d: the %d above the first %d are squashed into one with the changes", n+1, opt.MaxLayers, n-keep, keep)
 		if keep == 0 {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
+
+	containerd "github.com/containerd/containerd/v2/client"
 
 	"github.com/containerd/containerd/v2/core/content"
 	digest "github.com/opencontainers/go-digest"
@@ -102,4 +105,36 @@ func writeJSON(ctx context.Context, cs content.Store, mt string, v any) (ocispec
 		return ocispecs.Descriptor{}, errors.Wrap(err, "writing the squash base")
 	}
 	return desc, nil
+}
+
+// FirstBase is the image of the namespace with the fewest layers (one at
+// least) that are the first layers of the container's image: the base a
+// chain of commits started from. Its name and manifest, or no name when no
+// image is.
+func FirstBase(ctx context.Context, cc *containerd.Client, tg *Target) (string, ocispecs.Descriptor, int, error) {
+	of, err := diffIDs(ctx, cc, tg.Manifest)
+	if err != nil {
+		return "", ocispecs.Descriptor{}, 0, err
+	}
+	imgs, err := cc.ImageService().List(ctx)
+	if err != nil {
+		return "", ocispecs.Descriptor{}, 0, errors.Wrap(err, "listing the images")
+	}
+	var name string
+	var best ocispecs.Descriptor
+	layers := 0
+	for _, img := range imgs {
+		m, _, err := PlatformManifest(ctx, cc.ContentStore(), img.Target, tg.Platform)
+		if err != nil {
+			continue
+		}
+		ids, err := diffIDs(ctx, cc, m)
+		if err != nil || len(ids) == 0 || len(ids) >= len(of) || !slices.Equal(ids, of[:len(ids)]) {
+			continue
+		}
+		if layers == 0 || len(ids) < layers || (len(ids) == layers && img.Name < name) {
+			name, best, layers = img.Name, m, len(ids)
+		}
+	}
+	return name, best, layers, nil
 }

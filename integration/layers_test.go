@@ -35,9 +35,11 @@ func mustDo(t *testing.T, err error) {
 
 // TestCommitMaxLayers re-commits a container run from the image of the
 // commit before, as a dev loop of `docker run` and `docker commit` does:
-// with --max-layers 4 the image never has more than 4 layers, every
-// image holds what its container held (files added, files deleted in
-// squashed and kept layers), and the history says what was squashed.
+// with --max-layers 4 the image never has more than 4 layers — the commit
+// that would make a fifth squashes everything above busybox, the first
+// base, and the next ones have room again —, every image holds what its
+// container held (files added, files deleted in squashed and kept layers),
+// and the history says what was squashed.
 func TestCommitMaxLayers(t *testing.T) {
 	const ns = "max-layers"
 	ctx := context.Background()
@@ -53,15 +55,16 @@ func TestCommitMaxLayers(t *testing.T) {
 			}
 		}, "--max-layers", "4", "-m", fmt.Sprintf("commit %d", i))
 		cfg := imageConfig(t, c, mustImage(t, c, ref))
-		if n := len(cfg.RootFS.DiffIDs); n > 4 || (i >= 3 && n != 4) {
-			t.Errorf("commit %d: %d layers, want %d", i, n, min(i+1, 4))
+		want := []int{0, 2, 3, 4, 2, 3, 4}[i]
+		if n := len(cfg.RootFS.DiffIDs); n != want {
+			t.Errorf("commit %d: %d layers, want %d", i, n, want)
 		}
-		squashing := i+1 > 4
+		squashing := i == 4
 		if got := strings.Contains(r.stderr, "more than --max-layers 4"); got != squashing {
 			t.Errorf("commit %d: stderr %q", i, r.stderr)
 		}
 		last := cfg.History[len(cfg.History)-1]
-		if squashing && !strings.Contains(last.Comment, "above the first 3 (--max-layers 4) into one") {
+		if squashing && !strings.Contains(last.Comment, "squashed 4 layers above "+baseName+" into one") {
 			t.Errorf("commit %d: history entry %+v does not say what was squashed", i, last)
 		}
 		nonEmpty := 0
@@ -85,22 +88,45 @@ func TestCommitMaxLayers(t *testing.T) {
 	if out, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", image, "ml-run", "cat", "/layer-5", "/layer-6"); err != nil || out != "56" {
 		t.Errorf("run: %q %v", out, err)
 	}
+
+	// A bound the first base leaves no room under: the first half of the
+	// layers stays, the image of them made for the squash.
+	r := recommit(t, ns, image, "ml-half", "example.com/max-layers:half", func(upper string) {
+		mustDo(t, os.WriteFile(filepath.Join(upper, "layer-half"), []byte("h"), 0o644))
+	}, "--max-layers", "2")
+	if !strings.Contains(r.stderr, "the 3 above the first 1 are squashed") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	if n := len(imageConfig(t, c, mustImage(t, c, "example.com/max-layers:half")).RootFS.DiffIDs); n != 2 {
+		t.Errorf("--max-layers 2: %d layers", n)
+	}
+	tree := imageTree(t, c, "example.com/max-layers:half", "overlayfs")
+	for _, p := range []string{"layer-5", "layer-6", "layer-half", "bin/sh"} {
+		if _, ok := tree[p]; !ok {
+			t.Errorf("/%s is not in the image squashed above its first layer", p)
+		}
+	}
 }
 
 // TestCommitMaxLayersDefault: 130 successive commits, each of a container
-// of the image before, with the default bound: the chain stops at docker's
-// 125 layers, and the last image runs and holds every commit's file.
+// of the image before, with the default bound: the commit that would pass
+// docker's 125 layers, and it alone, squashes what is above the first
+// base; the last image runs and holds every commit's file.
 func TestCommitMaxLayersDefault(t *testing.T) {
 	const ns = "max-layers-default"
 	const commits = 130
 	ctx := context.Background()
 	c := ctrd(t, ns)
 	image := baseName
+	var squashes []int
 	for i := 1; i <= commits; i++ {
 		id, ref := fmt.Sprintf("mld-%d", i), fmt.Sprintf("example.com/max-layers-default:%d", i)
-		recommit(t, ns, image, id, ref, func(upper string) {
+		r := recommit(t, ns, image, id, ref, func(upper string) {
 			mustDo(t, os.WriteFile(filepath.Join(upper, fmt.Sprintf("layer-%d", i)), []byte(fmt.Sprintln(i)), 0o644))
 		})
+		if strings.Contains(r.stderr, "more than --max-layers") {
+			squashes = append(squashes, i)
+		}
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -111,8 +137,10 @@ func TestCommitMaxLayersDefault(t *testing.T) {
 		image = ref
 	}
 	cfg := imageConfig(t, c, mustImage(t, c, image))
-	if n := len(cfg.RootFS.DiffIDs); n != 125 {
-		t.Errorf("after %d commits on a 1-layer base: %d layers, want 125", commits, n)
+	// Commit 125 squashes busybox's 124 commits above it with its own
+	// change into one layer: 2 layers, and one more for each commit after.
+	if n := len(cfg.RootFS.DiffIDs); n != 2+commits-125 || len(squashes) != 1 || squashes[0] != 125 {
+		t.Errorf("after %d commits on a 1-layer base: %d layers, squashed at commits %v; want %d layers, one squash at 125", commits, n, squashes, 2+commits-125)
 	}
 	out, err := env.ctrd.Ctr(ctx, ns, "run", "--rm", image, "mld-run", "sh", "-c", "cat /layer-*")
 	if err != nil {

@@ -108,7 +108,7 @@ namespace (or goes to --output). The new image ID is printed on stdout.`,
 	fl.StringSliceVar(&f.includeVolumes, "include-volumes", nil, "commit the data of the container's volumes at their mount points, and drop their VOLUME declarations; =DEST,... names the mount points, bind mounts of host paths too (without a list only volumes are read)")
 	fl.Lookup("include-volumes").NoOptDefVal = commit.AllVolumes
 	fl.StringVar(&f.maxLayerSize, "max-layer-size", "", "split the changes into layers of at most SIZE of file contents each (e.g. 2GiB, 256MiB); a larger file is a layer of its own")
-	fl.IntVar(&f.maxLayers, "max-layers", commit.DefaultMaxLayers, "when the image would have more layers, squash those above the first N-1 into one with the changes, history kept as with --squash-since (0: no bound; docker refuses images of more than 125)")
+	fl.IntVar(&f.maxLayers, "max-layers", commit.DefaultMaxLayers, "when the image would have more layers, squash those above its first base (else above its first N/2) into one with the changes, history kept as with --squash-since (0: no bound; docker refuses images of more than 125)")
 	fl.StringVar(&f.secretScan, "secret-scan", commit.SecretScanWarn, "credential files in the changes (SSH, PGP and PEM private keys, registry, git, cloud, npm and PyPI credentials, shell histories): warn names each on stderr, fail refuses the commit, off does not look")
 	fl.BoolVar(&f.docker, "docker", false, "CONTAINER is a Docker Engine container (name, ID or unique ID prefix) at $DOCKER_HOST; the image is what docker commit makes, through dockerd's own BuildKit unless --addr or $BUILDKIT_HOST names another")
 	return cmd
