@@ -34,6 +34,8 @@ type planned struct {
 	// copy, when set, is a private copy of the contents, taken while the
 	// container was paused or proven unchanged since (UsePrefetched).
 	copy string
+	// multi marks a file the walk saw with more than one name.
+	multi bool
 }
 
 // A Plan is a streamed change set: the walk (through the Writer Stream
@@ -74,7 +76,7 @@ func (p *Plan) entry(h *tar.Header, n *node, _ io.Reader) error {
 		if n == nil {
 			return errors.Errorf("change set: %q: a streamed change set reads contents only from the tree it walked", h.Name)
 		}
-		e.dev, e.ino, e.ctime = n.st.Dev, n.st.Ino, n.st.Ctim
+		e.dev, e.ino, e.ctime, e.multi = n.st.Dev, n.st.Ino, n.st.Ctim, n.st.Nlink > 1
 	}
 	p.size += headerSize(h)
 	if h.Typeflag == tar.TypeReg {

@@ -96,10 +96,25 @@ type treeEntry struct {
 // reader then sees the file end short, and the caller must fail the solve
 // with done's error).
 func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) {
+	t, err := p.tree()
+	if err != nil {
+		return nil, err
+	}
+	t.ctx, t.reporter = ctx, reporter{done: done}
+	if t.pending == 0 {
+		t.finish(nil)
+	}
+	return t, nil
+}
+
+// tree lists the entries of the tree the change set describes, in the
+// transfer's walk order, each hard link after the name that carries its
+// file.
+func (p *Plan) tree() (*treeFS, error) {
 	if err := p.TreeOK(); err != nil {
 		return nil, err
 	}
-	t := &treeFS{p: p, ctx: ctx, reporter: reporter{done: done}, byPath: map[string]*treeEntry{}}
+	t := &treeFS{p: p, byPath: map[string]*treeEntry{}}
 	for i := range p.entries {
 		e := &p.entries[i]
 		st, err := treeStat(e.h)
@@ -123,9 +138,6 @@ func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) 
 	// The transfer wants a depth-first walk, siblings in name order.
 	slices.SortFunc(t.entries, func(a, b *treeEntry) int { return fsutil.ComparePath(a.st.Path, b.st.Path) })
 	t.relink()
-	if t.pending == 0 {
-		t.finish(nil)
-	}
 	return t, nil
 }
 

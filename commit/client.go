@@ -1,6 +1,7 @@
 package commit
 
 import (
+	"github.com/commit-frontend/commit-frontend/engine"
 	containerd "github.com/containerd/containerd/v2/client"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/session"
@@ -26,6 +27,13 @@ type Client struct {
 	// process (package engine): a gzip layer is then compressed on its way
 	// into containerd rather than by BuildKit's own exporter.
 	BuildkitInProcess bool
+	// Trees, when set, is that engine (package engine): a streamed change
+	// set is then written as its tree straight into a snapshot of the
+	// engine's, its files hard-linked to the container's, with no session
+	// transfer.
+	Trees interface {
+		OfferTree(engine.Fill) (ident string, withdraw func())
+	}
 	// Docker is the Engine API of the Docker Engine whose containers are
 	// committed with Options.Docker; Containerd is then dockerd's
 	// containerd, in its namespace.

@@ -144,6 +144,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	solveCtx, stopSolve := context.WithCancelCause(ctx)
 	defer stopSolve(nil)
 	res := &Result{}
+	var linked *changes
 	if tg.Snapshot != "" {
 		cs, err := j.readChanges(l.Context(), exporter.Record(so.Exports), func(err error) { stopSolve(err) })
 		if err != nil {
@@ -166,17 +167,27 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		if fo.Provenance != "" {
 			local = "container-" + container.Sanitize(j.Namespace) + "-" + container.Sanitize(j.container)
 		}
-		dirs[local] = cs.fs
 		fo.Commit, fo.CommitTree = local, cs.tree
-		for i, part := range cs.parts {
-			name := fmt.Sprintf("%s-part-%d", local, i+2)
-			dirs[name] = part
-			fo.CommitParts = append(fo.CommitParts, name)
+		if cs.sources != nil {
+			// Written in place by the engine: nothing crosses.
+			fo.CommitSources = cs.sources
+			for i := range cs.sources[1:] {
+				fo.CommitParts = append(fo.CommitParts, fmt.Sprintf("%s-part-%d", local, i+2))
+			}
+			res.Transfer = "link"
+		} else {
+			dirs[local] = cs.fs
+			for i, part := range cs.parts {
+				name := fmt.Sprintf("%s-part-%d", local, i+2)
+				dirs[name] = part
+				fo.CommitParts = append(fo.CommitParts, name)
+			}
+			res.Transfer = "tar"
+			if cs.tree {
+				res.Transfer = "tree"
+			}
 		}
-		res.Transfer = "tar"
-		if cs.tree {
-			res.Transfer = "tree"
-		}
+		linked = cs
 	}
 	// The session serves the directories itself, owners as they are:
 	// BuildKit's client would give every entry of LocalMounts to root.
@@ -193,6 +204,11 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	// lease as gRPC metadata, which buildkitd would take for a lease of
 	// its own.
 	resp, err := solve.Run(solveCtx, j.Buildkit, so, progress)
+	if linked != nil && linked.linked {
+		// The layer has been read from the links: the container goes on
+		// (the error, if any, is the deferred release's).
+		_ = linked.release()
+	}
 	if cause := context.Cause(solveCtx); cause != nil && ctx.Err() == nil {
 		// Also when BuildKit took the short tar for a whole one.
 		return nil, cause

@@ -37,6 +37,15 @@ type changes struct {
 	// parts are the rest of the change set when it is split into
 	// several layers (--max-layer-size): each crosses as fs does.
 	parts []fsutil.FS
+	// sources, when set, are the LLB sources of the change set's parts,
+	// written in place by the engine in this process (Client.Trees)
+	// instead of fs and parts crossing the session. linked tells that
+	// the files are the container's own inodes: the container goes on
+	// only once the solve has read them.
+	sources []string
+	linked  bool
+	// inPlace is how the trees were written, summed over the parts.
+	inPlace changeset.TreeStats
 }
 
 // readChanges reads the container's change set. Commits of the same
@@ -257,6 +266,10 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		parts, oversized = plan.Split(j.maxLayerSize)
 		j.warnOversized(oversized)
 	}
+	if j.Trees != nil && j.opts.Provenance == "" && inPlace(parts) {
+		j.offerTrees(c, parts, failed)
+		return c, nil
+	}
 	// The container goes on once every part has crossed, or one failed.
 	var mu sync.Mutex
 	pending := len(parts)
@@ -303,6 +316,57 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 	}
 	c.fs = plan.TarFS(ctx, done)
 	return c, nil
+}
+
+// inPlace tells whether the parts of a streamed change set can be written
+// in place as trees: the tree form holds them all, and no transfer was
+// asked for by transferEnv.
+func inPlace(parts []*changeset.Plan) bool {
+	if os.Getenv(transferEnv) != "" {
+		return false
+	}
+	for _, p := range parts {
+		if p.TreeOK() != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// offerTrees offers each part to the engine as a tree it writes in place,
+// its files linked to the container's inodes (or to --pause=brief's
+// copies): no changed byte is copied. A part that fails (a file changed
+// since the walk) fails the solve through failed.
+func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)) {
+	var mu sync.Mutex
+	var withdraw []func()
+	for _, p := range parts {
+		ident, w := j.Trees.OfferTree(func(ctx context.Context, dir string) error {
+			st, err := p.WriteTree(ctx, dir)
+			if err != nil {
+				err = errors.Wrapf(err, "reading the changes of %s", j.container)
+				failed(err)
+				return err
+			}
+			mu.Lock()
+			c.inPlace.Linked += st.Linked
+			c.inPlace.LinkedBytes += st.LinkedBytes
+			c.inPlace.Copied += st.Copied
+			mu.Unlock()
+			return nil
+		})
+		c.sources = append(c.sources, ident)
+		withdraw = append(withdraw, w)
+	}
+	// Until the solve has read the links, the container waits.
+	c.linked, c.tree = true, true
+	remove := c.remove
+	c.remove = func() {
+		for _, w := range withdraw {
+			w()
+		}
+		remove()
+	}
 }
 
 // maxNamedWarnings is how many left-out paths are named one by one.

@@ -85,6 +85,7 @@ type Options struct {
 type Engine struct {
 	client  *bkclient.Client
 	closers []func() error
+	trees   trees
 }
 
 // Client is a BuildKit client of the engine.
@@ -153,6 +154,8 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 		return nil, errors.Wrap(err, "starting BuildKit's worker")
 	}
 	e.closers = append(e.closers, w.Close)
+	e.trees = trees{cm: w.CacheMgr, fills: map[string]Fill{}}
+	w.SourceManager.Register(&e.trees)
 	wc := &worker.Controller{}
 	if err := wc.Add(w); err != nil {
 		return nil, err

@@ -94,7 +94,17 @@ func Build(ctx context.Context, c gwclient.Client) (_ *gwclient.Result, err erro
 	}); err != nil || ok {
 		return res, err
 	}
-	cs := &contexts{bc: bc, c: c}
+	cs := &contexts{bc: bc, c: c, sources: map[string]string{}}
+	for i, src := range o.CommitSources {
+		if src == "" {
+			continue
+		}
+		if i == 0 {
+			cs.sources[o.Commit] = src
+		} else {
+			cs.sources[o.CommitParts[i-1]] = src
+		}
+	}
 	if o.CommitTree {
 		cs.trees = map[string]bool{o.Commit: true}
 		for _, p := range o.CommitParts {

@@ -21,6 +21,9 @@ type contexts struct {
 	// (the commit option with commit-tree); "" for none.
 	// trees are the contexts sent as their trees (KeyCommitTree).
 	trees map[string]bool
+	// sources are the LLB sources of the contexts whose trees an engine
+	// in the client's process writes (KeyCommitSources).
+	sources map[string]string
 }
 
 func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.Platform) (*bkllb.State, *dockerspec.DockerOCIImage, error) {
@@ -35,6 +38,11 @@ func (cs *contexts) namedContext(ctx context.Context, name string, p *ocispecs.P
 // (--build-context) or a local one (--local), read as a change set when it
 // carries a change-set manifest, else as a whole tree.
 func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.Platform, at ...bkllb.ConstraintsOpt) (*cfllb.CommitSource, error) {
+	if src := cs.sources[name]; src != "" && name != "" {
+		c := bkllb.Constraints{}
+		bkllb.WithCustomName("[commit] write " + name + " in place").SetConstraintsOption(&c)
+		return &cfllb.CommitSource{Kind: cfllb.TreeChangeSet, State: bkllb.NewState(bkllb.NewSource(src, nil, c).Output())}, nil
+	}
 	if cs.trees[name] && name != "" {
 		// Sent as its tree: nothing to read first. A shared key of its
 		// own, so that buildkitd takes no file from an earlier transfer.

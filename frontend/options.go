@@ -38,6 +38,12 @@ const (
 	// are the rest of the commit context's: each is applied on the one
 	// before as a layer of its own (--max-layer-size).
 	KeyCommitParts = "commit-parts"
+	// KeyCommitSources holds LLB source identifiers, one per line, for the
+	// commit context and then each of commit-parts: where one is given,
+	// that context's change set is the tree the source's snapshot holds
+	// (as with commit-tree), written by a BuildKit engine running in the
+	// client's process (package engine), with no session transfer.
+	KeyCommitSources = "commit-sources"
 	// KeyAuthor is the author of every COMMIT that gives none.
 	KeyAuthor = "author"
 	// KeyMessage is the comment of every COMMIT that gives none.
@@ -145,6 +151,9 @@ type Options struct {
 	// CommitParts are contexts holding the rest of Commit's change set,
 	// one layer each.
 	CommitParts []string
+	// CommitSources are the LLB sources of the trees of Commit and of
+	// each of CommitParts, in that order, where not empty.
+	CommitSources []string
 	// Changes are `--change` instructions.
 	Changes []string
 	// Author and Message apply to COMMITs that give none.
@@ -241,6 +250,12 @@ func ParseOptions(m map[string]string) (*Options, error) {
 	if v := m[KeyCommitParts]; v != "" {
 		o.CommitParts = strings.Split(v, "\n")
 	}
+	if v := m[KeyCommitSources]; v != "" {
+		o.CommitSources = strings.Split(v, "\n")
+		if len(o.CommitSources) > 1+len(o.CommitParts) {
+			return nil, errors.Errorf("option %s: %d sources for %d contexts", KeyCommitSources, len(o.CommitSources), 1+len(o.CommitParts))
+		}
+	}
 	if v := m[KeyUnsetVolume]; v != "" {
 		o.UnsetVolumes = strings.Split(v, "\n")
 	}
@@ -329,6 +344,7 @@ func (o *Options) Attrs() (map[string]string, error) {
 	set(KeyUnsetLabel, strings.Join(o.UnsetLabels, "\n"))
 	set(KeyUnsetVolume, strings.Join(o.UnsetVolumes, "\n"))
 	set(KeyCommitParts, strings.Join(o.CommitParts, "\n"))
+	set(KeyCommitSources, strings.Join(o.CommitSources, "\n"))
 	for k, v := range o.Annotations {
 		m[KeyAnnotationPrefix+k] = v
 	}
@@ -349,6 +365,7 @@ var knownKeys = map[string]bool{
 	KeyMessage: true, KeyCreatedBy: true, KeyImageConfig: true, KeySquashSince: true, KeySquashSinceName: true,
 	KeyPlatform: true, KeyProvenance: true, KeyLayerDiffer: true, KeyTarget: true, KeyNoCache: true,
 	KeyNetworkMode: true, KeyAddHosts: true, KeyUnsetEnv: true, KeyUnsetLabel: true, KeyOmitHistory: true, KeyUnsetVolume: true, KeyCommitParts: true,
+	KeyCommitSources: true,
 }
 
 // Attested reports whether the build asks BuildKit for any attestation.
@@ -383,6 +400,7 @@ func (o *Options) Clone() *Options {
 	c.UnsetLabels = slices.Clone(o.UnsetLabels)
 	c.UnsetVolumes = slices.Clone(o.UnsetVolumes)
 	c.CommitParts = slices.Clone(o.CommitParts)
+	c.CommitSources = slices.Clone(o.CommitSources)
 	c.Annotations = maps.Clone(o.Annotations)
 	if o.NoCache != nil {
 		v := *o.NoCache

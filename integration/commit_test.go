@@ -359,10 +359,19 @@ func TestCommitTransferTree(t *testing.T) {
 	ct := startContainer(t, ns, "overlayfs", "transfer", "mkdir -p /srv/a && echo hi > /srv/a/f && chown -R 33:44 /srv && chmod 4755 /srv/a/f && "+
 		"ln /srv/a/f /hl && ln /bin/busybox /bb && ln -s /etc/shadow /srv/sym && mknod /srv/tty c 5 0 && mkfifo /srv/fifo && "+
 		"rm /bin/vi && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null && touch /ready && exec sleep 3600", false)
+	engineRoot := t.TempDir()
 	layer := func(transfer, ref string) map[string]layerEntry {
 		t.Helper()
 		md := filepath.Join(t.TempDir(), "md.json")
-		cf(t, "", append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "transfer", ref)...)...)
+		args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "transfer", ref)...)
+		if transfer == "link" {
+			// The engine in the CLI writes the tree in place.
+			if r := runEngine(t, engineRoot, args...); r.err != nil {
+				t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
+			}
+		} else {
+			cf(t, "", args...)
+		}
 		var meta map[string]any
 		dt, err := os.ReadFile(md)
 		if err != nil {
@@ -381,32 +390,41 @@ func TestCommitTransferTree(t *testing.T) {
 		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType))
 	}
 	tree := layer("tree", "example.com/transfer:tree")
+	link := layer("link", "example.com/transfer:link")
 	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
 	tar := layer("tar", "example.com/transfer:tar")
 	if len(tree) < 10 {
 		t.Fatalf("tree layer: %q", keys(tree))
 	}
+	sameLayer(t, "link", link, "tar", tar)
 	for _, name := range []string{".wh.usr", "bin/.wh.vi", "hl", "bb", "srv/a/f", "srv/tty", "srv/fifo", "srv/sym", "big"} {
 		if _, ok := tree[name]; !ok {
 			t.Errorf("tree layer lacks %s: %q", name, keys(tree))
 		}
 	}
-	for name, a := range tar {
-		b, ok := tree[name]
+	sameLayer(t, "tree", tree, "tar", tar)
+}
+
+// sameLayer fails the test where two layers differ entry for entry: type,
+// mode, owner, size, link, device, time and contents.
+func sameLayer(t *testing.T, nameA string, a map[string]layerEntry, nameB string, b map[string]layerEntry) {
+	t.Helper()
+	for name, eb := range b {
+		ea, ok := a[name]
 		if !ok {
-			t.Errorf("%s: in the tar transfer's layer only", name)
+			t.Errorf("%s: in the %s layer only", name, nameB)
 			continue
 		}
-		ha, hb := a.Header, b.Header
+		ha, hb := ea.Header, eb.Header
 		if ha.Typeflag != hb.Typeflag || ha.Mode != hb.Mode || ha.Uid != hb.Uid || ha.Gid != hb.Gid || ha.Size != hb.Size ||
 			ha.Linkname != hb.Linkname || ha.Devmajor != hb.Devmajor || ha.Devminor != hb.Devminor || !ha.ModTime.Equal(hb.ModTime) ||
-			!bytes.Equal(a.Data, b.Data) {
-			t.Errorf("%s: tree %+v, tar %+v", name, hb, ha)
+			!bytes.Equal(ea.Data, eb.Data) {
+			t.Errorf("%s: %s %+v, %s %+v", name, nameA, ha, nameB, hb)
 		}
 	}
-	for name := range tree {
-		if _, ok := tar[name]; !ok {
-			t.Errorf("%s: in the tree transfer's layer only", name)
+	for name := range a {
+		if _, ok := b[name]; !ok {
+			t.Errorf("%s: in the %s layer only", name, nameA)
 		}
 	}
 }
@@ -472,4 +490,16 @@ func TestCommitTreeFidelity(t *testing.T) {
 		t.Errorf("not sent as a tree:\n%s", dt)
 	}
 	diffTrees(t, "image vs container (tree transfer)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
+
+	// Written in place by the engine in the CLI, files linked.
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "")
+	const linkRef = "example.com/tree-fidelity:link"
+	r := runEngine(t, t.TempDir(), append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "tree-fidelity", linkRef)...)...)
+	if r.err != nil {
+		t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
+	}
+	if dt, err := os.ReadFile(md); err != nil || !strings.Contains(string(dt), `"commit-frontend.transfer": "link"`) {
+		t.Errorf("not written in place:\n%s", dt)
+	}
+	diffTrees(t, "image vs container (written in place)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, linkRef, "overlayfs"))
 }

@@ -51,9 +51,14 @@ func TestEngineCommit(t *testing.T) {
 	root := t.TempDir()
 	ct := startContainer(t, ns, "overlayfs", "engine-1", "mkdir -p /srv/app && echo engine > /srv/app/hello && chown -R 33:44 /srv && "+
 		"ln -s hello /srv/app/link && rm /bin/vi && dd if=/dev/urandom of=/srv/big bs=1M count=2 2>/dev/null", true)
-	r := runEngine(t, root, "commit", "--namespace", ns, "-m", "through the engine", "engine-1", "example.com/engine:1")
+	md := filepath.Join(t.TempDir(), "md.json")
+	r := runEngine(t, root, "commit", "--namespace", ns, "--metadata-file", md, "-m", "through the engine", "engine-1", "example.com/engine:1")
 	if r.err != nil {
 		t.Fatalf("commit without a buildkitd: %v\n%s", r.err, r.stderr)
+	}
+	// The changes were written in place, linked: no session transfer.
+	if dt, err := os.ReadFile(md); err != nil || !strings.Contains(string(dt), `"commit-frontend.transfer": "link"`) {
+		t.Errorf("the change set was not written in place: %s %v", dt, err)
 	}
 	if strings.TrimSpace(r.stderr) != "" {
 		t.Errorf("the engine wrote on stderr: %q", r.stderr)

@@ -206,7 +206,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	}
 	// On the engine, FROM finds images in containerd's image store first:
 	// BuildKit's containerd worker looks there before any registry.
-	c, done, inProcess, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
+	c, done, eng, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 		return err
 	}
 	if len(f.tags) > 0 {
-		return buildToStore(cmd, f, c, inProcess, opt)
+		return buildToStore(cmd, f, c, eng != nil, opt)
 	}
 	resp, err := solve.Run(ctx, c, opt, f.progress)
 	if err != nil {

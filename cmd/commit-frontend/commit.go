@@ -12,6 +12,7 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/commit"
 	"github.com/commit-frontend/commit-frontend/container"
+	"github.com/commit-frontend/commit-frontend/engine"
 	"github.com/commit-frontend/commit-frontend/exporter"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -180,7 +181,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	}
 	warnf := warnTo(cmd)
 	var bk *bkclient.Client
-	var inProcess bool
+	var eng *engine.Engine
 	dockerExport := f.docker && f.bk.Addr == "" && os.Getenv("BUILDKIT_HOST") == ""
 	if dockerExport {
 		if bk, err = solve.ConnectDocker(ctx, dc); err != nil {
@@ -189,7 +190,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		defer bk.Close()
 	} else {
 		var done func() error
-		if bk, done, inProcess, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnf); err != nil {
+		if bk, done, eng, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnf); err != nil {
 			return err
 		}
 		defer done()
@@ -199,11 +200,14 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		Namespace:         f.namespace,
 		Buildkit:          bk,
 		BuildkitIsDocker:  dockerExport,
-		BuildkitInProcess: inProcess,
+		BuildkitInProcess: eng != nil,
 		Docker:            dc,
 		Session:           []session.Attachable{solve.DockerAuth()},
 		Progress:          f.progress,
 		Warnf:             warnf,
+	}
+	if eng != nil {
+		c.Trees = eng
 	}
 	res, err := c.Commit(ctx, commit.Options{
 		Container:       ctr,

@@ -41,25 +41,25 @@ func connectOpt(o solve.ConnectOpt) solve.ConnectOpt {
 // connectBuildkit connects to the buildkitd the flags or BUILDKIT_HOST name;
 // with neither, to the one at BuildKit's default socket when one answers
 // there, else it starts BuildKit's engine in this process, on containerd
-// at address in namespace ns (package engine), and says so (inProcess).
-// done closes the client, and stops the engine.
-func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snapshotter string, warnf func(string, ...any)) (_ *bkclient.Client, done func() error, inProcess bool, _ error) {
+// at address in namespace ns (package engine), and returns it (nil for a
+// buildkitd). done closes the client, and stops the engine.
+func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snapshotter string, warnf func(string, ...any)) (_ *bkclient.Client, done func() error, _ *engine.Engine, _ error) {
 	if o.Addr != "" || os.Getenv("BUILDKIT_HOST") != "" || defaultBuildkitdAnswers() {
 		c, err := solve.ConnectWith(ctx, connectOpt(o))
 		if err != nil {
-			return nil, nil, false, err
+			return nil, nil, nil, err
 		}
-		return c, c.Close, false, nil
+		return c, c.Close, nil, nil
 	}
 	root, err := engine.DefaultRoot()
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, nil, err
 	}
 	e, err := engine.Start(ctx, engine.Options{Root: root, Address: address, Namespace: ns, Snapshotter: snapshotter, Warnf: warnf})
 	if err != nil {
-		return nil, nil, false, errors.Wrapf(err, "no buildkitd is named (--addr, BUILDKIT_HOST) or listens at %s, and BuildKit's engine could not start in this process", solve.DefaultAddr)
+		return nil, nil, nil, errors.Wrapf(err, "no buildkitd is named (--addr, BUILDKIT_HOST) or listens at %s, and BuildKit's engine could not start in this process", solve.DefaultAddr)
 	}
-	return e.Client(), e.Close, true, nil
+	return e.Client(), e.Close, e, nil
 }
 
 // defaultBuildkitdAnswers tells whether something accepts connections at
