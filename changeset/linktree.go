@@ -26,8 +26,10 @@ type TreeStats struct {
 	// tree has been read.
 	Linked      int
 	LinkedBytes int64
+	// Reused counts the bytes of private copies (--pause=brief) linked.
+	Reused int64
 	// Copied counts the bytes written: files that could not be linked
-	// (several names, another filesystem) and private copies.
+	// (several names, another filesystem).
 	Copied int64
 }
 
@@ -185,8 +187,16 @@ func (w *treeWriter) write(e *treeEntry, stats *TreeStats) error {
 			return nil
 		}
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	var fd int
+	if e.e != nil && e.e.copy != "" && unix.Linkat(unix.AT_FDCWD, e.e.copy, pfd, base, 0) == nil {
+		// A private copy (--pause=brief) is this commit's own: linked,
+		// then given the entry's attributes.
+		if fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			return err
+		}
+		stats.Reused += st.Size
+		e = &treeEntry{st: st, link: e.link} // nothing more to copy
+	} else if fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err != nil {
 		return err
 	}
 	f := os.NewFile(uintptr(fd), st.Path)

@@ -352,6 +352,7 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 			c.inPlace.Linked += st.Linked
 			c.inPlace.LinkedBytes += st.LinkedBytes
 			c.inPlace.Copied += st.Copied
+			c.inPlace.Reused += st.Reused
 			mu.Unlock()
 			return nil
 		})

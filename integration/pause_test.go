@@ -59,10 +59,29 @@ func TestCommitPauseBriefWriter(t *testing.T) {
 	// Past the copy's margin: the mapped file's ctime is then old, and
 	// only its mapping tells that it changes.
 	time.Sleep(time.Second)
-	for round := 1; round <= 3; round++ {
+	// Rounds 4 and 5 go through the engine in the CLI, which links the
+	// files into its snapshot instead of copying them: a full pause then
+	// lasts until the layer is read from the links, and a brief one links
+	// its private copies.
+	engineRoot := t.TempDir()
+	for round := 1; round <= 5; round++ {
 		ref := fmt.Sprintf("example.com/pause-brief:%d", round)
 		md := filepath.Join(t.TempDir(), "md.json")
-		cf(t, "", append(append([]string{"commit"}, ctrArgs(ns)...), "--pause=brief", "--metadata-file", md, "writer", ref)...)
+		args := append(append([]string{"commit"}, ctrArgs(ns)...), "--pause=brief", "--metadata-file", md, "writer", ref)
+		switch round {
+		case 4:
+			args[len(args)-5] = "--pause"
+			fallthrough
+		case 5:
+			if r := runEngine(t, engineRoot, args...); r.err != nil {
+				t.Fatalf("round %d through the engine: %v\n%s", round, r.err, r.stderr)
+			}
+			if tr := readMetadata(t, md)["commit-frontend.transfer"]; tr != "link" {
+				t.Errorf("round %d: transfer %q, want link", round, tr)
+			}
+		default:
+			cf(t, "", args...)
+		}
 		if st := ct.status(t); st != "running" {
 			t.Fatalf("the container is %s after the commit", st)
 		}
