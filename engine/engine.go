@@ -16,6 +16,7 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/internal/flock"
 	ctd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildkitd/config"
 	"github.com/moby/buildkit/control"
@@ -147,8 +148,14 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	wopt.BuildkitVersion = bkclient.BuildkitVersion{Package: version.Package, Version: version.Version, Revision: version.Revision}
 	wopt.RegistryHosts = resolver.NewRegistryConfig(nil)
 	wopt.GCPolicy = gcPolicy(opt.Root)
-	// The differ's blobs go to containerd in large writes.
-	wopt.ContentStore = containerdsnapshot.NewContentStore(bigWrites{wopt.ContentStore.Store}, wopt.ContentStore.Namespace())
+	// The differ's blobs go to containerd's content directory straight
+	// from this process where it can write there, else through containerd's
+	// API in large writes.
+	var store content.Store = bigWrites{wopt.ContentStore.Store}
+	if dir := contentDir(ctx, opt.Address); dir != "" {
+		store = localContent{Store: store, dir: dir}
+	}
+	wopt.ContentStore = containerdsnapshot.NewContentStore(store, wopt.ContentStore.Namespace())
 	w, err := base.NewWorker(ctx, wopt)
 	if err != nil {
 		return nil, errors.Wrap(err, "starting BuildKit's worker")
