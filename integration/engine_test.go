@@ -15,6 +15,8 @@ import (
 
 	"github.com/commit-frontend/commit-frontend/engine"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
+	"github.com/commit-frontend/commit-frontend/internal/testenv"
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 )
 
@@ -209,5 +211,59 @@ func TestEngineCacheBounded(t *testing.T) {
 	// What stays is the image: its one new layer's snapshot.
 	if n, r := snapshots(), records(); r != 0 || n != before+1 {
 		t.Errorf("after prune --all: %d snapshots (%d before the commits, and the image's layer), %d records in the engine's cache", n, before, r)
+	}
+}
+
+// TestEngineContentNotShared commits through the engine on a containerd
+// that shares no content between namespaces: the blob the engine writes
+// into containerd's content directory is not taken from there, and goes
+// through containerd's API instead. The image is the container's, and
+// runs.
+func TestEngineContentNotShared(t *testing.T) {
+	ctx := context.Background()
+	iso, err := testenv.StartContainerdWith(ctx, t.TempDir(), "\n[plugins.'io.containerd.metadata.v1.bolt']\n  content_sharing_policy = 'isolated'\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(iso.Stop)
+	const ns = "isolated"
+	if _, err := iso.Ctr(ctx, ns, "images", "import", "--base-name", "docker.io/library/busybox", env.base.Tar); err != nil {
+		t.Fatal(err)
+	}
+	c, err := containerd.New(iso.Addr, containerd.WithDefaultNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := iso.Ctr(ctx, ns, "run", "-d", "--snapshotter", "overlayfs", baseName, "iso", "sh", "-c",
+		"mkdir /srv && dd if=/dev/urandom of=/srv/big bs=1M count=3 2>/dev/null && echo iso > /srv/who && chown -R 7:8 /srv && touch /ready && exec sleep 3600"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = iso.Ctr(ctx, ns, "tasks", "kill", "-s", "KILL", "iso")
+		time.Sleep(200 * time.Millisecond)
+		_, _ = iso.Ctr(ctx, ns, "tasks", "rm", "-f", "iso")
+		_, _ = iso.Ctr(ctx, ns, "containers", "rm", "iso")
+	})
+	ct := &container{ns: ns, id: "iso", c: c}
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(ct.root(t), "ready")); err == nil {
+			break
+		}
+		if i == 300 {
+			t.Fatal("the container did not get ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	const ref = "example.com/isolated:1"
+	for _, comp := range []string{"zstd", "gzip"} {
+		r := runEngine(t, t.TempDir(), "commit", "--address", iso.Addr, "--namespace", ns, "--compression", comp, "iso", ref)
+		if r.err != nil {
+			t.Fatalf("commit (%s) on a containerd that shares no content: %v\n%s", comp, r.err, r.stderr)
+		}
+		diffTrees(t, "image vs container ("+comp+", content not shared)", ct.snapshotTree(t, "overlayfs"), imageTree(t, c, ref, "overlayfs"))
+		if out, err := iso.Ctr(ctx, ns, "run", "--rm", ref, "iso-run-"+comp, "cat", "/srv/who"); err != nil || strings.TrimSpace(out) != "iso" {
+			t.Errorf("run (%s): %q %v", comp, out, err)
+		}
 	}
 }

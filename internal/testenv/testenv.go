@@ -427,6 +427,12 @@ type Containerd struct {
 
 // StartContainerd starts containerd with its own root, state and socket.
 func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
+	return StartContainerdWith(ctx, dir, "")
+}
+
+// StartContainerdWith is StartContainerd with more of containerd's
+// configuration (TOML, appended to the test configuration).
+func StartContainerdWith(ctx context.Context, dir, extraConfig string) (*Containerd, error) {
 	base := filepath.Join(dir, "containerd")
 	c := &Containerd{
 		Addr:   filepath.Join(base, "containerd.sock"),
@@ -451,7 +457,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 
 [debug]
   level = "warn"
-`, c.Root, c.State, c.Addr, c.Addr+".ttrpc")
+`, c.Root, c.State, c.Addr, c.Addr+".ttrpc") + extraConfig
 	if err := os.WriteFile(c.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
