@@ -26,7 +26,8 @@ func TestOptionsRoundTrip(t *testing.T) {
 		{Filename: "Commitfile", Target: "app", NoCache: &empty, NetworkMode: "none", AddHosts: []string{"a:1.2.3.4", "b:::1"},
 			Attests: map[string]string{"sbom": "generator=scanner"}, Extra: map[string]string{"image-resolve-mode": "local"}},
 		{Base: "b", UnsetEnv: []string{"AWS_*", "TOKEN"}, UnsetLabels: []string{"io.kubernetes.*"}, UnsetVolumes: []string{"/data", "/var/lib/db"}, CommitParts: []string{"rootfs-part-2", "rootfs-part-3"},
-			Annotations: map[string]string{"org.opencontainers.image.source": "https://example.com/x", "empty": ""}, OmitHistory: true},
+			CommitSources: []string{"commit-frontend-tree://a", "", "commit-frontend-tree://c"},
+			Annotations:   map[string]string{"org.opencontainers.image.source": "https://example.com/x", "empty": ""}, OmitHistory: true},
 	} {
 		attrs, err := o.Attrs()
 		if err != nil {
