@@ -355,7 +355,7 @@ func TestCommitNonUTF8Removal(t *testing.T) {
 // buildkitd to extract), and the layer is, entry for entry and to the
 // nanosecond, the one the tar transfer gives (COMMIT_FRONTEND_TRANSFER=tar).
 func TestCommitTransferTree(t *testing.T) {
-	const ns = "default"
+	const ns = "transfer" // its own: the engine keeps records (leases) in it
 	ct := startContainer(t, ns, "overlayfs", "transfer", "mkdir -p /srv/a && echo hi > /srv/a/f && chown -R 33:44 /srv && chmod 4755 /srv/a/f && "+
 		"ln /srv/a/f /hl && ln /bin/busybox /bb && ln -s /etc/shadow /srv/sym && mknod /srv/tty c 5 0 && mkfifo /srv/fifo && "+
 		"rm /bin/vi && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null && touch /ready && exec sleep 3600", false)
@@ -474,7 +474,7 @@ func TestCommitTreeOverReplacedFile(t *testing.T) {
 // of a file and of a directory) and compares the unpacked image with the
 // container's filesystem.
 func TestCommitTreeFidelity(t *testing.T) {
-	const ns = "default"
+	const ns = "tree-fidelity" // its own: the engine keeps records (leases) in it
 	ct := startContainer(t, ns, "overlayfs", "tree-fidelity", "mkdir -p /srv/a /tmp/sticky && chmod 1777 /tmp/sticky && echo hi > /srv/a/f && "+
 		"chown -R 33:44 /srv && chmod 4755 /srv/a/f && chmod 2750 /srv/a && ln /srv/a/f /srv/hl && ln -s ../etc/passwd /srv/rel && "+
 		"mknod /srv/null c 1 3 && mkfifo /srv/fifo && rm /bin/vi && rm -rf /usr && touch -d 2001-02-03T04:05:06.789 /srv/old", true)
