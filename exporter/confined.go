@@ -67,6 +67,13 @@ func (c *confinedStore) may(d digest.Digest) bool {
 	return c.readable[d] || c.written[d] || c.sent[d]
 }
 
+// fromRoots tells whether d is a blob of the roots' images.
+func (c *confinedStore) fromRoots(d digest.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readable[d]
+}
+
 func (c *confinedStore) wrote(d digest.Digest) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -29,8 +29,11 @@ type gzipRecord struct {
 	// evenOverUncompressed gzips a layer containerd already holds
 	// uncompressed: the engine's worker wrote it there itself.
 	evenOverUncompressed bool
-	mu                   sync.Mutex
-	blobs                map[digest.Digest]ocispecs.Descriptor
+	// base tells the blobs of the images the commit is made on: they stay
+	// as they are, uncompressed ones too.
+	base  func(digest.Digest) bool
+	mu    sync.Mutex
+	blobs map[digest.Digest]ocispecs.Descriptor
 }
 
 // gzipOnTheWay makes the store write every uncompressed layer blob that
@@ -40,8 +43,8 @@ type gzipRecord struct {
 // of their own in buildkitd, by a compressor several times faster than the
 // standard library's, on every core. gzipBlobs tells which blobs were replaced;
 // RewriteManifest puts the gzip blobs in the manifest buildkitd wrote.
-func (s *leasedStore) gzipOnTheWay(level int, evenOverUncompressed bool) {
-	s.gzip = &gzipRecord{level: level, evenOverUncompressed: evenOverUncompressed, blobs: map[digest.Digest]ocispecs.Descriptor{}}
+func (s *leasedStore) gzipOnTheWay(level int, evenOverUncompressed bool, base func(digest.Digest) bool) {
+	s.gzip = &gzipRecord{level: level, evenOverUncompressed: evenOverUncompressed, base: base, blobs: map[digest.Digest]ocispecs.Descriptor{}}
 }
 
 // gzipBlobs maps each uncompressed blob buildkitd offered to the gzip blob
@@ -72,8 +75,10 @@ func (s *leasedStore) uncompressedLayer(ctx context.Context, dgst digest.Digest)
 // gzipWriter returns the writer of desc, an uncompressed layer, as a gzip
 // blob, or fetches it from the source that way.
 func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) (content.Writer, error) {
-	if _, err := s.Store.Info(ctx, desc.Digest); err == nil && !s.gzip.evenOverUncompressed {
-		// containerd has it uncompressed: the image keeps that blob.
+	if _, err := s.Store.Info(ctx, desc.Digest); err == nil && (!s.gzip.evenOverUncompressed || s.gzip.base != nil && s.gzip.base(desc.Digest)) {
+		// containerd has it uncompressed: the image keeps that blob (a
+		// layer of the base always, as docker commit keeps the base's
+		// layers; a new one unless the engine's worker wrote it there).
 		return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "blob %s", desc.Digest)
 	}
 	if gz, ok := s.existingGzip(ctx, desc); ok {

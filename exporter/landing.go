@@ -26,6 +26,7 @@ import (
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/util/compression"
 	"github.com/moby/buildkit/worker/label"
+	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 )
@@ -44,7 +45,10 @@ type Landing struct {
 	// would take the lease for one of its own).
 	ctx   context.Context
 	store *leasedStore
-	done  func(context.Context) error
+	// base tells the blobs of the images the session may read (the
+	// commit's base and squash base), once SessionStore has listed them.
+	base func(digest.Digest) bool
+	done func(context.Context) error
 	// direct tells that BuildKit's own image exporter writes into this
 	// containerd (set by Exports).
 	direct bool
@@ -76,7 +80,11 @@ func (l *Landing) Context() context.Context { return l.ctx }
 // session: the blobs of the roots (the images it reads), and what it writes
 // itself (exporter.Confine), all under the lease.
 func (l *Landing) SessionStore(roots ...ocispecs.Descriptor) (content.Store, error) {
-	return Confine(l.ctx, l.store, roots...)
+	cs, err := Confine(l.ctx, l.store, roots...)
+	if c, ok := cs.(*confinedStore); ok {
+		l.base = c.fromRoots
+	}
+	return cs, err
 }
 
 // End ends the lease, retrying for a while (containerd may be
@@ -181,7 +189,7 @@ func (l *Landing) Exports(ctx context.Context, o ExportOpt) ([]bkclient.ExportEn
 			// less over the bytes, and a faster gzip than BuildKit's
 			// single-threaded standard-library one.
 			attrs[string(exptypes.OptKeyLayerCompression)] = compression.Uncompressed.String()
-			l.store.gzipOnTheWay(level, o.GzipFirst)
+			l.store.gzipOnTheWay(level, o.GzipFirst, l.base)
 		}
 		out = []bkclient.ExportEntry{{Type: bkclient.ExporterOCI, Attrs: attrs, OutputStore: o.SessionStore}}
 	}

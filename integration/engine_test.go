@@ -17,7 +17,9 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/platforms"
 )
 
 // runEngine runs the CLI with no buildkitd named (no --addr, no
@@ -266,4 +268,51 @@ func TestEngineContentNotShared(t *testing.T) {
 			t.Errorf("run (%s): %q %v", comp, out, err)
 		}
 	}
+}
+
+// TestEngineKeepsBaseLayers: a gzip commit through the engine on a base
+// whose layer is uncompressed keeps that layer as it is (the new layer is
+// gzipped on its way into containerd, the base's is not converted), so the
+// image shares its base's blobs as docker commit's does.
+func TestEngineKeepsBaseLayers(t *testing.T) {
+	ctx := context.Background()
+	const ns = "engine-base-layers"
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := testenv.BusyboxRootfs(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	tar := filepath.Join(dir, "base.tar")
+	if err := testenv.BuildRootfsImage(ctx, env.bkc, rootfs, tar, "uncompressed"); err != nil {
+		t.Fatal(err)
+	}
+	const base = "example.com/uncompressed-base:1"
+	if _, err := env.ctrd.Ctr(ctx, ns, "images", "import", "--index-name", base, tar); err != nil {
+		t.Fatal(err)
+	}
+	ct := startContainerFrom(t, ns, "overlayfs", base, "base-layers", "echo new > /new", true)
+	baseManifest, err := images.Manifest(ctx, ct.c.ContentStore(), mustImage(t, ct.c, base).Target, platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(baseManifest.Layers) == 0 || strings.HasSuffix(baseManifest.Layers[0].MediaType, "gzip") {
+		t.Fatalf("the base's layers are not uncompressed: %+v", baseManifest.Layers)
+	}
+	const ref = "example.com/base-layers:1"
+	if r := runEngine(t, t.TempDir(), "commit", "--namespace", ns, "base-layers", ref); r.err != nil {
+		t.Fatalf("commit: %v\n%s", r.err, r.stderr)
+	}
+	m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
+	if len(m.Layers) != len(baseManifest.Layers)+1 {
+		t.Fatalf("%d layers on a base of %d", len(m.Layers), len(baseManifest.Layers))
+	}
+	for i, l := range baseManifest.Layers {
+		if m.Layers[i].Digest != l.Digest || m.Layers[i].MediaType != l.MediaType {
+			t.Errorf("base layer %d became %s (%s), was %s (%s)", i, m.Layers[i].Digest, m.Layers[i].MediaType, l.Digest, l.MediaType)
+		}
+	}
+	if l := m.Layers[len(m.Layers)-1]; !strings.HasSuffix(l.MediaType, "gzip") {
+		t.Errorf("the new layer is %s, want gzip", l.MediaType)
+	}
+	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
 }
