@@ -203,7 +203,20 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	// The solve runs on ctx, not the landing's context: that carries the
 	// lease as gRPC metadata, which buildkitd would take for a lease of
 	// its own.
-	resp, err := solve.Run(solveCtx, j.Buildkit, so, progress)
+	var watch func(*bkclient.SolveStatus)
+	if linked != nil && linked.linked && len(so.Exports) == 1 {
+		// Once the export has computed its layers, the differ has read
+		// the links: the container goes on while the image is written
+		// and unpacked.
+		watch = func(s *bkclient.SolveStatus) {
+			for _, st := range s.Statuses {
+				if st.ID == solve.ExportedLayers && st.Completed != nil {
+					_ = linked.release()
+				}
+			}
+		}
+	}
+	resp, err := solve.RunWatching(solveCtx, j.Buildkit, so, progress, watch)
 	if linked != nil && linked.linked {
 		// The layer has been read from the links: the container goes on
 		// (the error, if any, is the deferred release's).

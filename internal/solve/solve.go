@@ -100,10 +100,10 @@ func ConnectWith(ctx context.Context, opt ConnectOpt) (*client.Client, error) {
 // answerTimeout bounds each call that checks buildkitd is there.
 const answerTimeout = 20 * time.Second
 
-// watch checks, while a solve runs, that buildkitd still answers: a network
+// watchAnswers checks, while a solve runs, that buildkitd still answers: a network
 // that silently stops carrying the connection fails the solve within about
 // twice answerTimeout, not when the kernel gives up.
-func watch(ctx context.Context, c *client.Client, cancel context.CancelCauseFunc) {
+func watchAnswers(ctx context.Context, c *client.Client, cancel context.CancelCauseFunc) {
 	failures := 0
 	for {
 		select {
@@ -131,24 +131,47 @@ func watch(ctx context.Context, c *client.Client, cancel context.CancelCauseFunc
 // Run solves with the commit frontend in-process, showing progress on stderr
 // in the given mode ("auto", "plain", "tty", "quiet", "rawjson").
 func Run(ctx context.Context, c *client.Client, opt client.SolveOpt, progress string) (*client.SolveResponse, error) {
+	return RunWatching(ctx, c, opt, progress, nil)
+}
+
+// ExportedLayers is the progress status BuildKit's image and OCI exporters
+// complete once every layer blob of the export is computed.
+const ExportedLayers = "exporting layers"
+
+// RunWatching is Run that also shows each progress update to watch, before
+// the display.
+func RunWatching(ctx context.Context, c *client.Client, opt client.SolveOpt, progress string, watch func(*client.SolveStatus)) (*client.SolveResponse, error) {
 	mode := progressui.DisplayMode(progress)
 	d, err := progressui.NewDisplay(os.Stderr, mode)
 	if err != nil {
 		return nil, errors.Wrapf(err, "--progress=%s", progress)
 	}
 	ch := make(chan *client.SolveStatus)
+	shown := ch
+	if watch != nil {
+		shown = make(chan *client.SolveStatus)
+	}
 	var resp *client.SolveResponse
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go watch(wctx, c, cancel)
+	go watchAnswers(wctx, c, cancel)
 	eg, ectx := errgroup.WithContext(wctx)
 	eg.Go(func() error {
 		var err error
 		resp, err = c.Build(ectx, opt, "", frontend.Build, ch)
 		return err
 	})
+	if watch != nil {
+		go func() {
+			defer close(shown)
+			for s := range ch {
+				watch(s)
+				shown <- s
+			}
+		}()
+	}
 	eg.Go(func() error {
-		_, err := d.UpdateFrom(context.WithoutCancel(ectx), ch)
+		_, err := d.UpdateFrom(context.WithoutCancel(ectx), shown)
 		return err
 	})
 	if err := eg.Wait(); err != nil {
