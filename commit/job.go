@@ -144,6 +144,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	solveCtx, stopSolve := context.WithCancelCause(ctx)
 	defer stopSolve(nil)
 	res := &Result{}
+	// linked is a change set whose files are the container's inodes.
 	var linked *changes
 	if tg.Snapshot != "" {
 		cs, err := j.readChanges(l.Context(), exporter.Record(so.Exports), func(err error) { stopSolve(err) })
@@ -187,7 +188,9 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 				res.Transfer = "tree"
 			}
 		}
-		linked = cs
+		if cs.linked {
+			linked = cs
+		}
 	}
 	// The session serves the directories itself, owners as they are:
 	// BuildKit's client would give every entry of LocalMounts to root.
@@ -204,7 +207,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	// lease as gRPC metadata, which buildkitd would take for a lease of
 	// its own.
 	var watch func(*bkclient.SolveStatus)
-	if linked != nil && linked.linked && len(so.Exports) == 1 {
+	if linked != nil && len(so.Exports) == 1 {
 		// Once the export has computed its layers, the differ has read
 		// the links: the container goes on while the image is written
 		// and unpacked.
@@ -217,7 +220,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		}
 	}
 	resp, err := solve.RunWatching(solveCtx, j.Buildkit, so, progress, watch)
-	if linked != nil && linked.linked {
+	if linked != nil {
 		// The layer has been read from the links: the container goes on
 		// (the error, if any, is the deferred release's).
 		_ = linked.release()

@@ -44,8 +44,6 @@ type changes struct {
 	// only once the solve has read them.
 	sources []string
 	linked  bool
-	// inPlace is how the trees were written, summed over the parts.
-	inPlace changeset.TreeStats
 }
 
 // readChanges reads the container's change set. Commits of the same
@@ -338,22 +336,14 @@ func inPlace(parts []*changeset.Plan) bool {
 // copies): no changed byte is copied. A part that fails (a file changed
 // since the walk) fails the solve through failed.
 func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)) {
-	var mu sync.Mutex
 	var withdraw []func()
 	for _, p := range parts {
 		ident, w := j.Trees.OfferTree(func(ctx context.Context, dir string) error {
-			st, err := p.WriteTree(ctx, dir)
-			if err != nil {
+			if _, err := p.WriteTree(ctx, dir); err != nil {
 				err = errors.Wrapf(err, "reading the changes of %s", j.container)
 				failed(err)
 				return err
 			}
-			mu.Lock()
-			c.inPlace.Linked += st.Linked
-			c.inPlace.LinkedBytes += st.LinkedBytes
-			c.inPlace.Copied += st.Copied
-			c.inPlace.Reused += st.Reused
-			mu.Unlock()
 			return nil
 		})
 		c.sources = append(c.sources, ident)

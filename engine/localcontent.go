@@ -67,9 +67,10 @@ func (s localContent) Writer(ctx context.Context, opts ...content.WriterOpt) (co
 		}
 	}
 	if wo.Desc.Digest != "" {
-		if _, err := s.Store.Info(ctx, wo.Desc.Digest); err == nil {
-			return nil, errors.Wrapf(errdefs.ErrAlreadyExists, "content %v", wo.Desc.Digest)
-		}
+		// A blob named in advance (a manifest, a config, a copy) is small
+		// or already there: containerd's own writer says which, and
+		// leases what exists.
+		return s.Store.Writer(ctx, opts...)
 	}
 	// A file without a name until it is whole: nothing can see or remove
 	// a part of it.
