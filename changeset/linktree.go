@@ -95,8 +95,7 @@ func (w *treeWriter) closeParent() {
 	}
 }
 
-// parent opens the directory of the tree that holds p, never following a
-// symlink, and returns it with p's last name.
+// parent is parentOf, keeping the last directory open for its siblings.
 func (w *treeWriter) parent(p string) (int, string, error) {
 	dir, base := path.Split(p)
 	dir = strings.TrimSuffix(dir, "/")
@@ -107,7 +106,7 @@ func (w *treeWriter) parent(p string) (int, string, error) {
 		return w.pfd, base, nil
 	}
 	w.closeParent()
-	fd, err := unix.Openat2(w.root, dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
+	fd, base, err := w.parentOf(p)
 	if err != nil {
 		return -1, "", err
 	}
@@ -221,7 +220,8 @@ func (w *treeWriter) write(e *treeEntry, stats *TreeStats) error {
 	return w.times(pfd, base, e)
 }
 
-// parentOf opens the parent of p for a second name beside w.parent's.
+// parentOf opens the directory of the tree that holds p, never following
+// a symlink, for the caller to close, and returns it with p's last name.
 func (w *treeWriter) parentOf(p string) (int, string, error) {
 	dir, base := path.Split(p)
 	dir = strings.TrimSuffix(dir, "/")

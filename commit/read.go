@@ -350,7 +350,7 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 		withdraw = append(withdraw, w)
 	}
 	// Until the solve has read the links, the container waits.
-	c.linked, c.tree = true, true
+	c.linked = true
 	remove := c.remove
 	c.remove = func() {
 		for _, w := range withdraw {

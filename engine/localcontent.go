@@ -217,32 +217,3 @@ func (s localContent) send(ctx context.Context, f *os.File, ref string, dgst dig
 	defer w.Close()
 	return content.Copy(ctx, w, f, size, dgst, opts...)
 }
-
-// ReaderAt reads a blob of the namespace from containerd's content
-// directory, not through its API (which reads in round trips too): the
-// unpack that follows an export reads the whole layer.
-func (s localContent) ReaderAt(ctx context.Context, desc ocispecs.Descriptor) (content.ReaderAt, error) {
-	if err := desc.Digest.Validate(); err != nil || desc.Digest.Algorithm() != digest.SHA256 {
-		return s.Store.ReaderAt(ctx, desc)
-	}
-	info, err := s.Store.Info(ctx, desc.Digest)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(filepath.Join(s.dir, desc.Digest.Encoded()))
-	if err != nil {
-		return s.Store.ReaderAt(ctx, desc)
-	}
-	if st, err := f.Stat(); err != nil || st.Size() != info.Size {
-		f.Close()
-		return s.Store.ReaderAt(ctx, desc)
-	}
-	return fileReaderAt{File: f, size: info.Size}, nil
-}
-
-type fileReaderAt struct {
-	*os.File
-	size int64
-}
-
-func (r fileReaderAt) Size() int64 { return r.size }
