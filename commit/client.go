@@ -6,6 +6,7 @@ import (
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/session"
 	dockerclient "github.com/moby/moby/client"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 )
 
@@ -30,9 +31,10 @@ type Client struct {
 	// Trees, when set, is that engine (package engine): a streamed change
 	// set is then written as its tree straight into a snapshot of the
 	// engine's, its files hard-linked to the container's, with no session
-	// transfer.
+	// transfer; on the base image's own layers where the engine can read
+	// them, so that the tree is the new layer as it stands.
 	Trees interface {
-		OfferTree(engine.Fill) (ident string, withdraw func())
+		OfferTree(fill engine.Fill, base ocispecs.Descriptor) (ident string, withdraw func())
 	}
 	// Docker is the Engine API of the Docker Engine whose containers are
 	// committed with Options.Docker; Containerd is then dockerd's

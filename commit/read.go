@@ -9,6 +9,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 	"github.com/tonistiigi/fsutil"
 
@@ -337,7 +338,18 @@ func inPlace(parts []*changeset.Plan) bool {
 // since the walk) fails the solve through failed.
 func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)) {
 	var withdraw []func()
-	for _, p := range parts {
+	// The first part is written on the base image's layers, the one the
+	// frontend's COMMIT applies it to, when the engine has them in
+	// containerd's content store.
+	var base ocispecs.Descriptor
+	if tg := j.target; tg.Remote == "" && tg.Manifest.Digest != "" {
+		base = tg.Manifest
+	}
+	for i, p := range parts {
+		on := base
+		if i > 0 {
+			on = ocispecs.Descriptor{}
+		}
 		ident, w := j.Trees.OfferTree(func(ctx context.Context, dir string) error {
 			if _, err := p.WriteTree(ctx, dir); err != nil {
 				err = errors.Wrapf(err, "reading the changes of %s", j.container)
@@ -345,7 +357,7 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 				return err
 			}
 			return nil
-		})
+		}, on)
 		c.sources = append(c.sources, ident)
 		withdraw = append(withdraw, w)
 	}

@@ -161,7 +161,7 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 		return nil, errors.Wrap(err, "starting BuildKit's worker")
 	}
 	e.closers = append(e.closers, w.Close)
-	e.trees = trees{cm: w.CacheMgr, fills: map[string]Fill{}}
+	e.trees = trees{w: w, offers: map[string]offer{}}
 	w.SourceManager.Register(&e.trees)
 	wc := &worker.Controller{}
 	if err := wc.Add(w); err != nil {

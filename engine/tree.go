@@ -4,8 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"sync"
 
+	cfllb "github.com/commit-frontend/commit-frontend/llb"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/labels"
+	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/cache"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/session"
@@ -14,44 +19,61 @@ import (
 	"github.com/moby/buildkit/solver/llbsolver/provenance"
 	"github.com/moby/buildkit/solver/pb"
 	"github.com/moby/buildkit/source"
+	"github.com/moby/buildkit/util/overlay"
+	"github.com/moby/buildkit/worker/base"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pkg/errors"
 )
 
-// TreeScheme is the scheme of the LLB sources that are trees written by
-// this process (OfferTree): "commit-frontend-tree://ID". Only the engine
-// in the process that offered a tree knows it.
-const TreeScheme = "commit-frontend-tree"
-
 // Fill writes a tree into dir, a new empty directory of a snapshot on the
 // worker's snapshotter (the container's filesystem, where hard links to
-// the container's files can be made).
+// the container's files can be made). Removals are whiteouts, as
+// overlayfs writes them.
 type Fill func(ctx context.Context, dir string) error
 
 // OfferTree offers fill as an LLB source, once: the first solve that reads
 // the source's identifier gets a new snapshot written by fill, with no
 // session transfer. withdraw forgets the offer.
-func (e *Engine) OfferTree(fill Fill) (ident string, withdraw func()) {
+//
+// With no base the snapshot is the tree alone (scheme
+// cfllb.TreeSourceScheme). With base, an image manifest in the worker's
+// content store (the container's containerd), the snapshot is that
+// image's filesystem with the tree written as its upper directory, one
+// layer on the base's (cfllb.LayerSourceScheme): the differ then reads the
+// tree as it is, with no merge of it on the base first.
+func (e *Engine) OfferTree(fill Fill, base ocispecs.Descriptor) (ident string, withdraw func()) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
+	scheme := cfllb.TreeSourceScheme
+	if base.Digest != "" {
+		scheme = cfllb.LayerSourceScheme
+	}
 	e.trees.mu.Lock()
-	e.trees.fills[id] = fill
+	e.trees.offers[id] = offer{fill: fill, base: base}
 	e.trees.mu.Unlock()
-	return TreeScheme + "://" + id, func() {
+	return scheme + "://" + id, func() {
 		e.trees.mu.Lock()
-		delete(e.trees.fills, id)
+		delete(e.trees.offers, id)
 		e.trees.mu.Unlock()
 	}
 }
 
 // trees is the source of the offered trees.
 type trees struct {
-	cm    cache.Manager
-	mu    sync.Mutex
-	fills map[string]Fill
+	w      *base.Worker
+	mu     sync.Mutex
+	offers map[string]offer
 }
 
-func (t *trees) Schemes() []string { return []string{TreeScheme} }
+type offer struct {
+	fill Fill
+	base ocispecs.Descriptor
+}
+
+func (t *trees) Schemes() []string {
+	return []string{cfllb.TreeSourceScheme, cfllb.LayerSourceScheme}
+}
 
 func (t *trees) Identifier(scheme, ref string, _ map[string]string, _ *pb.Platform) (source.Identifier, error) {
 	return treeID(ref), nil
@@ -67,8 +89,8 @@ func (t *trees) Resolve(_ context.Context, id source.Identifier, _ *session.Mana
 
 type treeID string
 
-func (id treeID) String() string { return TreeScheme + "://" + string(id) }
-func (id treeID) Scheme() string { return TreeScheme }
+func (id treeID) String() string { return cfllb.TreeSourceScheme + "://" + string(id) }
+func (id treeID) Scheme() string { return cfllb.TreeSourceScheme }
 
 // Capture records nothing: a tree is the change set of one commit, which
 // provenance names by the commit's local context instead.
@@ -81,18 +103,26 @@ type treeInstance struct {
 
 // CacheKey is the offer's own: no other solve has the same tree.
 func (ti *treeInstance) CacheKey(context.Context, solver.JobContext, int) (string, string, solver.CacheOpts, bool, error) {
-	return TreeScheme + ":" + ti.id, ti.id, nil, true, nil
+	return cfllb.TreeSourceScheme + ":" + ti.id, ti.id, nil, true, nil
 }
 
 func (ti *treeInstance) Snapshot(ctx context.Context, _ solver.JobContext) (_ cache.ImmutableRef, retErr error) {
 	ti.t.mu.Lock()
-	fill := ti.t.fills[ti.id]
-	delete(ti.t.fills, ti.id)
+	o, ok := ti.t.offers[ti.id]
+	delete(ti.t.offers, ti.id)
 	ti.t.mu.Unlock()
-	if fill == nil {
-		return nil, errors.Errorf("%s://%s: no such tree offered by this process, or read already", TreeScheme, ti.id)
+	if !ok {
+		return nil, errors.Errorf("%s: no such tree offered by this process, or read already", ti.id)
 	}
-	m, err := ti.t.cm.New(ctx, nil, nil, cache.WithRecordType(bkclient.UsageRecordTypeLocalSource), cache.WithDescription("[commit] change set written in place"))
+	var parent cache.ImmutableRef
+	if o.base.Digest != "" {
+		var err error
+		if parent, err = ti.t.image(ctx, o.base); err != nil {
+			return nil, errors.Wrapf(err, "the base image %s", o.base.Digest)
+		}
+		defer parent.Release(context.WithoutCancel(ctx))
+	}
+	m, err := ti.t.w.CacheMgr.New(ctx, parent, nil, cache.WithRecordType(bkclient.UsageRecordTypeLocalSource), cache.WithDescription("[commit] change set written in place"))
 	if err != nil {
 		return nil, err
 	}
@@ -101,18 +131,10 @@ func (ti *treeInstance) Snapshot(ctx context.Context, _ solver.JobContext) (_ ca
 			_ = m.Release(context.WithoutCancel(ctx))
 		}
 	}()
-	mnt, err := m.Mount(ctx, false, nil)
-	if err != nil {
-		return nil, err
-	}
-	lm := snapshot.LocalMounter(mnt)
-	dir, err := lm.Mount()
-	if err != nil {
-		return nil, err
-	}
-	err = fill(ctx, dir)
-	if uerr := lm.Unmount(); err == nil {
-		err = uerr
+	if parent != nil {
+		err = ti.t.writeUpper(ctx, parent, m, o.fill)
+	} else {
+		err = writeMounted(ctx, m, o.fill)
 	}
 	if err != nil {
 		return nil, err
@@ -123,4 +145,80 @@ func (ti *treeInstance) Snapshot(ctx context.Context, _ solver.JobContext) (_ ca
 	}
 	m = nil
 	return ref, nil
+}
+
+// writeMounted fills the snapshot of m through a mount of it.
+func writeMounted(ctx context.Context, m cache.MutableRef, fill Fill) error {
+	mnt, err := m.Mount(ctx, false, nil)
+	if err != nil {
+		return err
+	}
+	lm := snapshot.LocalMounter(mnt)
+	dir, err := lm.Mount()
+	if err != nil {
+		return err
+	}
+	err = fill(ctx, dir)
+	if uerr := lm.Unmount(); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// writeUpper fills the upper directory of m, an overlay snapshot on
+// parent: the tree's whiteouts are then overlayfs's own. The mounts are
+// the snapshotter's own (a mutable ref mounts as a bind of a shared
+// mount); a new ref's snapshot has the ref's ID.
+func (t *trees) writeUpper(ctx context.Context, parent cache.ImmutableRef, m cache.MutableRef, fill Fill) error {
+	lower, err := parent.Mount(ctx, true, nil)
+	if err != nil {
+		return err
+	}
+	lowerMounts, releaseLower, err := lower.Mount()
+	if err != nil {
+		return err
+	}
+	defer releaseLower()
+	upper, err := t.w.Snapshotter.Mounts(ctx, m.ID())
+	if err != nil {
+		return err
+	}
+	upperMounts, releaseUpper, err := upper.Mount()
+	if err != nil {
+		return err
+	}
+	defer releaseUpper()
+	dir, err := overlay.GetUpperdir(lowerMounts, upperMounts)
+	if err != nil {
+		return errors.Wrap(err, "the change set's snapshot is not an overlay on its base")
+	}
+	return fill(ctx, dir)
+}
+
+// image is the worker's cache record of the image of manifest: its
+// layers as BuildKit's image sources record them (by blob and diff ID),
+// so that it is the record of the same image loaded by the solve.
+func (t *trees) image(ctx context.Context, manifest ocispecs.Descriptor) (cache.ImmutableRef, error) {
+	cs := t.w.ContentStore()
+	mf, err := images.Manifest(ctx, cs, manifest, platforms.All)
+	if err != nil {
+		return nil, err
+	}
+	diffIDs, err := images.RootFS(ctx, cs, mf.Config)
+	if err != nil {
+		return nil, err
+	}
+	if len(diffIDs) != len(mf.Layers) {
+		return nil, errors.Errorf("%d layers and %d diff IDs", len(mf.Layers), len(diffIDs))
+	}
+	layers := make([]ocispecs.Descriptor, len(mf.Layers))
+	for i, l := range mf.Layers {
+		l.Annotations = maps.Clone(l.Annotations)
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[labels.LabelUncompressed] = diffIDs[i].String()
+		layers[i] = l
+	}
+	return t.w.FromRemote(ctx, &solver.Remote{Descriptors: layers, Provider: cs})
 }

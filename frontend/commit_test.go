@@ -240,3 +240,33 @@ func TestConvertCommitParts(t *testing.T) {
 		t.Errorf("a squash of parts added %d history entries, want 1", n)
 	}
 }
+
+// TestConvertCommitLayerSource: a tree written in place on the base is the
+// COMMIT's result as it stands, one history entry with a layer; a tree
+// alone is merged on the base.
+func TestConvertCommitLayerSource(t *testing.T) {
+	base := testImage(t, "onbuild")
+	for _, tc := range []struct {
+		kind cfllb.SourceKind
+		want []string
+	}{
+		{cfllb.Layer, []string{"source"}},
+		{cfllb.TreeChangeSet, []string{"source", "source", "merge", "diff", "merge"}},
+	} {
+		src := &cfllb.CommitSource{Kind: tc.kind, State: bkllb.NewState(bkllb.NewSource(cfllb.LayerSourceScheme+"://x", nil, bkllb.Constraints{}).Output())}
+		st, img, err := ConvertCommit(bkllb.Image("docker.io/library/onbuild:latest"), base, CommitOpt{Platform: amd64, Source: src, CreatedBy: "sh"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := opTypes(t, st)
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(tc.want))
+		if !slices.Equal(got, want) {
+			t.Errorf("kind %d: ops %q, want %q", tc.kind, got, want)
+		}
+		added := img.History[len(base.History):]
+		if len(added) != 1 || added[0].EmptyLayer {
+			t.Errorf("kind %d: history %+v", tc.kind, added)
+		}
+	}
+}

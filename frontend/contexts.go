@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"context"
+	"strings"
 
 	"github.com/commit-frontend/commit-frontend/changeset"
 	cfllb "github.com/commit-frontend/commit-frontend/llb"
@@ -41,7 +42,11 @@ func (cs *contexts) CommitSource(ctx context.Context, name string, p *ocispecs.P
 	if src := cs.sources[name]; src != "" && name != "" {
 		c := bkllb.Constraints{}
 		bkllb.WithCustomName("[commit] write " + name + " in place").SetConstraintsOption(&c)
-		return &cfllb.CommitSource{Kind: cfllb.TreeChangeSet, State: bkllb.NewState(bkllb.NewSource(src, nil, c).Output())}, nil
+		kind := cfllb.TreeChangeSet
+		if strings.HasPrefix(src, cfllb.LayerSourceScheme+"://") {
+			kind = cfllb.Layer
+		}
+		return &cfllb.CommitSource{Kind: kind, State: bkllb.NewState(bkllb.NewSource(src, nil, c).Output())}, nil
 	}
 	if cs.trees[name] && name != "" {
 		// Sent as its tree: nothing to read first. A shared key of its

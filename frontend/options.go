@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/frontend/imageconfig"
+	cfllb "github.com/commit-frontend/commit-frontend/llb"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	gwclient "github.com/moby/buildkit/frontend/gateway/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -42,7 +43,10 @@ const (
 	// commit context and then each of commit-parts: where one is given,
 	// that context's change set is the tree the source's snapshot holds
 	// (as with commit-tree), written by a BuildKit engine running in the
-	// client's process (package engine), with no session transfer.
+	// client's process (package engine), with no session transfer. The
+	// commit context's source may instead be the base image with that
+	// tree as its top layer (scheme llb.LayerSourceScheme): the COMMIT's
+	// result as it is, made on the base the build names.
 	KeyCommitSources = "commit-sources"
 	// KeyAuthor is the author of every COMMIT that gives none.
 	KeyAuthor = "author"
@@ -254,6 +258,11 @@ func ParseOptions(m map[string]string) (*Options, error) {
 		o.CommitSources = strings.Split(v, "\n")
 		if len(o.CommitSources) > 1+len(o.CommitParts) {
 			return nil, errors.Errorf("option %s: %d sources for %d contexts", KeyCommitSources, len(o.CommitSources), 1+len(o.CommitParts))
+		}
+		for i, src := range o.CommitSources[1:] {
+			if strings.HasPrefix(src, cfllb.LayerSourceScheme+"://") {
+				return nil, errors.Errorf("option %s, line %d: a part is applied on the layers before it, it cannot be a %s source", KeyCommitSources, i+2, cfllb.LayerSourceScheme)
+			}
 		}
 	}
 	if v := m[KeyUnsetVolume]; v != "" {

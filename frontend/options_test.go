@@ -26,7 +26,7 @@ func TestOptionsRoundTrip(t *testing.T) {
 		{Filename: "Commitfile", Target: "app", NoCache: &empty, NetworkMode: "none", AddHosts: []string{"a:1.2.3.4", "b:::1"},
 			Attests: map[string]string{"sbom": "generator=scanner"}, Extra: map[string]string{"image-resolve-mode": "local"}},
 		{Base: "b", UnsetEnv: []string{"AWS_*", "TOKEN"}, UnsetLabels: []string{"io.kubernetes.*"}, UnsetVolumes: []string{"/data", "/var/lib/db"}, CommitParts: []string{"rootfs-part-2", "rootfs-part-3"},
-			CommitSources: []string{"commit-frontend-tree://a", "", "commit-frontend-tree://c"},
+			CommitSources: []string{"commit-frontend-layer://a", "", "commit-frontend-tree://c"},
 			Annotations:   map[string]string{"org.opencontainers.image.source": "https://example.com/x", "empty": ""}, OmitHistory: true},
 	} {
 		attrs, err := o.Attrs()
@@ -50,6 +50,16 @@ func TestOptionsRoundTrip(t *testing.T) {
 				t.Error("the clone shares its contexts")
 			}
 		}
+	}
+}
+
+// TestOptionsLayerSourceFirst: a source that is the base with the change
+// set on it stands for the commit context, never for a part, which is
+// applied on the layers before it.
+func TestOptionsLayerSourceFirst(t *testing.T) {
+	_, err := ParseOptions(map[string]string{KeyCommitParts: "rootfs-part-2", KeyCommitSources: "commit-frontend-tree://a\ncommit-frontend-layer://b"})
+	if err == nil || !strings.Contains(err.Error(), "commit-sources, line 2") {
+		t.Errorf("a layer source for a part: %v", err)
 	}
 }
 

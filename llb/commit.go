@@ -27,6 +27,19 @@ const (
 	// added and modified entries themselves, each removal a whiteout (a
 	// 0/0 character device, as overlayfs writes it).
 	TreeChangeSet
+	// Layer is the base image's filesystem with the change set as one
+	// layer on it: a whole filesystem whose top layer is the commit's. It
+	// stands for the COMMIT on the base it was made on, and only there.
+	Layer
+)
+
+// The schemes of the LLB sources that BuildKit's engine in the client's
+// process writes in place ("SCHEME://ID", only that engine knows them): a
+// change set's tree (TreeChangeSet), or the base image with that tree as
+// its upper directory (Layer).
+const (
+	TreeSourceScheme  = "commit-frontend-tree"
+	LayerSourceScheme = "commit-frontend-layer"
 )
 
 // CommitSource is what a COMMIT context holds.
@@ -113,6 +126,9 @@ func Apply(st bkllb.State, src *CommitSource, opts ...bkllb.ConstraintsOpt) (bkl
 		return st, false
 	case src.Kind == ChangeSet:
 		return st.File(ChangeSetAction(src), opts...), true
+	case src.Kind == Layer:
+		// Already on the base, which st is.
+		return src.State, true
 	case src.Kind == TreeChangeSet:
 		// Merged on st, the tree's whiteouts hide what it removes; the
 		// difference from st is then one upper directory that BuildKit's
