@@ -69,16 +69,19 @@ type job struct {
 func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	tg := j.target
 	// What the solve leaves in BuildKit's cache that is the commit's own
-	// goes when the commit ends, on every path.
-	if before, err := solve.CacheRecords(ctx, j.Buildkit); err == nil {
-		defer func() {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if err := solve.PruneCommitRecords(pctx, j.Buildkit, before, j.BuildkitIsDocker); err != nil {
-				j.warnf("removing the commit's records from BuildKit's cache: %v", err)
-			}
-		}()
-	}
+	// goes when the commit ends, on every path (pruneOwn is set before
+	// the solve).
+	var pruneOwn func(context.Context) error
+	defer func() {
+		if pruneOwn == nil {
+			return
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := pruneOwn(pctx); err != nil {
+			j.warnf("removing the commit's records from BuildKit's cache: %v", err)
+		}
+	}()
 	// Everything written from here on is held by a lease until the image
 	// record references it; the lease ends with the commit, on every path.
 	l, err := exporter.Begin(ctx, j.Containerd, j.Namespace, j.Buildkit)
@@ -190,6 +193,16 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		}
 		if cs.linked {
 			linked = cs
+		}
+	}
+	if linked != nil && linked.onBase {
+		// The one record the solve makes is the change set written in
+		// place, on the base: the engine's, whose state no other process
+		// uses meanwhile.
+		pruneOwn = func(ctx context.Context) error { return solve.PruneWrittenInPlace(ctx, j.Buildkit) }
+	} else if before, err := solve.CacheRecords(ctx, j.Buildkit); err == nil {
+		pruneOwn = func(ctx context.Context) error {
+			return solve.PruneCommitRecords(ctx, j.Buildkit, before, j.BuildkitIsDocker)
 		}
 	}
 	// The session serves the directories itself, owners as they are:

@@ -45,6 +45,9 @@ type changes struct {
 	// only once the solve has read them.
 	sources []string
 	linked  bool
+	// onBase tells that the change set is one source written on the base
+	// image's layers (engine.Engine.OfferTree with a base).
+	onBase bool
 }
 
 // readChanges reads the container's change set. Commits of the same
@@ -363,6 +366,7 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 	}
 	// Until the solve has read the links, the container waits.
 	c.linked = true
+	c.onBase = len(parts) == 1 && base.Digest != ""
 	remove := c.remove
 	c.remove = func() {
 		for _, w := range withdraw {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"sync"
 
+	"github.com/commit-frontend/commit-frontend/internal/solve"
 	cfllb "github.com/commit-frontend/commit-frontend/llb"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/labels"
@@ -122,7 +123,7 @@ func (ti *treeInstance) Snapshot(ctx context.Context, _ solver.JobContext) (_ ca
 		}
 		defer parent.Release(context.WithoutCancel(ctx))
 	}
-	m, err := ti.t.w.CacheMgr.New(ctx, parent, nil, cache.WithRecordType(bkclient.UsageRecordTypeLocalSource), cache.WithDescription("[commit] change set written in place"))
+	m, err := ti.t.w.CacheMgr.New(ctx, parent, nil, cache.WithRecordType(bkclient.UsageRecordTypeLocalSource), cache.WithDescription(solve.InPlaceRecord))
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package solve
 
 import (
 	"context"
+	"strconv"
 	"strings"
 
 	bkclient "github.com/moby/buildkit/client"
@@ -54,4 +55,17 @@ func PruneCommitRecords(ctx context.Context, bk *bkclient.Client, before map[str
 		return nil
 	}
 	return bk.Prune(ctx, nil, bkclient.WithFilter(filters), bkclient.PruneAll)
+}
+
+// InPlaceRecord is the description of the cache record of a change set
+// written in place by BuildKit's engine in the CLI (package engine).
+const InPlaceRecord = "[commit] change set written in place"
+
+// PruneWrittenInPlace removes from the engine's cache the records of the
+// change sets written in place: the commit's own, never taken again (each
+// has a cache key of its own), and any an interrupted commit left. It
+// lists nothing first: a listing of the records' usage costs as much as the
+// prune.
+func PruneWrittenInPlace(ctx context.Context, bk *bkclient.Client) error {
+	return bk.Prune(ctx, nil, bkclient.WithFilter([]string{"description==" + strconv.Quote(InPlaceRecord)}), bkclient.PruneAll)
 }
