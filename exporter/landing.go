@@ -149,6 +149,7 @@ func (l *Landing) Exports(ctx context.Context, o ExportOpt) ([]bkclient.ExportEn
 	// a snapshot there. Otherwise the OCI export streams the new blobs
 	// into containerd's content store through the session.
 	l.direct = o.Docker
+	l.store.gzip = nil
 	var worker map[string]string
 	if toStore && !l.direct {
 		var err error
