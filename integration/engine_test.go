@@ -54,7 +54,7 @@ func TestEngineCommit(t *testing.T) {
 	}
 	root := t.TempDir()
 	ct := startContainer(t, ns, "overlayfs", "engine-1", "mkdir -p /srv/app && echo engine > /srv/app/hello && chown -R 33:44 /srv && "+
-		"ln -s hello /srv/app/link && rm /bin/vi && dd if=/dev/urandom of=/srv/big bs=1M count=2 2>/dev/null", true)
+		"ln -s hello /srv/app/link && rm /bin/vi && dd if=/dev/urandom of=/srv/big bs=1M count=10 2>/dev/null", true)
 	md := filepath.Join(t.TempDir(), "md.json")
 	r := runEngine(t, root, "commit", "--namespace", ns, "--metadata-file", md, "-m", "through the engine", "engine-1", "example.com/engine:1")
 	if r.err != nil {
@@ -78,13 +78,21 @@ func TestEngineCommit(t *testing.T) {
 	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine:1", "engine-run", "cat", "/srv/app/hello"); err != nil || strings.TrimSpace(out) != "engine" {
 		t.Errorf("run: %q %v", out, err)
 	}
-	// The default compression, gzip, done on the layer's way into
-	// containerd (the commit's compressor labels the blob with its level),
-	// not by BuildKit's single-threaded exporter.
-	m := imageManifest(t, ct.c, mustImage(t, ct.c, "example.com/engine:1"))
-	l := m.Layers[len(m.Layers)-1]
-	if info, err := ct.c.ContentStore().Info(context.Background(), l.Digest); err != nil || info.Labels["commit-frontend.gzip-level"] == "" || !strings.HasSuffix(l.MediaType, "gzip") {
-		t.Errorf("the new layer %s (%s) was not gzipped on its way into containerd: labels %v, %v", l.Digest, l.MediaType, info.Labels, err)
+	// The default compression, gzip, of 10 MiB done on the layer's way
+	// into containerd (the commit's compressor labels the blob with its
+	// level), not by BuildKit's single-threaded exporter.
+	gzipOnTheWay := func(ref string) bool {
+		t.Helper()
+		m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
+		l := m.Layers[len(m.Layers)-1]
+		info, err := ct.c.ContentStore().Info(context.Background(), l.Digest)
+		if err != nil || !strings.HasSuffix(l.MediaType, "gzip") {
+			t.Fatalf("%s: the new layer %s (%s): %v", ref, l.Digest, l.MediaType, err)
+		}
+		return info.Labels["commit-frontend.gzip-level"] != ""
+	}
+	if !gzipOnTheWay("example.com/engine:1") {
+		t.Error("the new layer of 10 MiB was not gzipped on its way into containerd")
 	}
 
 	// Three more at once: all succeed, one by one.
@@ -111,6 +119,10 @@ func TestEngineCommit(t *testing.T) {
 	}
 	if !waited {
 		t.Errorf("no concurrent commit said it waited for the engine: %q", []string{results[0].stderr, results[1].stderr, results[2].stderr})
+	}
+	// A small one is gzipped by BuildKit's exporter as it writes the image.
+	if gzipOnTheWay("example.com/engine:engine-many-a") {
+		t.Error("a layer of a few bytes was gzipped on its way into containerd")
 	}
 
 	// The engine's cache: du shows it, prune --all empties it, and the
