@@ -309,7 +309,7 @@ func BenchmarkCommit(b *testing.B) {
 					}
 					// docker commit writes gzip.
 					if comp == "gzip" {
-						impls = append(impls, "docker-commit", "commit-frontend-docker")
+						impls = append(impls, "docker-commit", "commit-frontend-docker", "commit-frontend-docker-engine")
 					}
 					for _, impl := range impls {
 						name := fmt.Sprintf("rootfs=%s/change=%s/compression=%s/cache=%s/impl=%s", size, ch.name, comp, cache, impl)
@@ -332,7 +332,7 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 		b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 		return
 	}
-	if impl == "docker-commit" || impl == "commit-frontend-docker" {
+	if impl == "docker-commit" || impl == "commit-frontend-docker" || impl == "commit-frontend-docker-engine" {
 		b.StopTimer()
 		var client, daemons time.Duration
 		for i := 0; i < b.N; i++ {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commit-frontend/commit-frontend/engine"
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 )
 
@@ -42,7 +43,8 @@ func loadDocker(ctx context.Context, d *testenv.Dockerd, tar, name string) error
 }
 
 // benchDocker times `docker commit` (impl docker-commit) or
-// `commit-frontend commit --docker` (impl commit-frontend-docker) of a
+// `commit-frontend commit --docker` (impl commit-frontend-docker; through
+// the engine in the CLI, commit-frontend-docker-engine) of a
 // fresh docker container changed by ch; it returns the client's and the
 // daemons' CPU time.
 func benchDocker(b *testing.B, base string, ch change, cold bool, impl string) (client, daemons time.Duration) {
@@ -78,6 +80,11 @@ func benchDocker(b *testing.B, base string, ch change, cold bool, impl string) (
 	} else {
 		cmd = exec.Command(env.cli, "commit", "--docker", id, ref)
 		cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
+		if impl == "commit-frontend-docker-engine" {
+			// BuildKit's engine in the CLI on dockerd's containerd,
+			// its state directory kept for the whole run.
+			cmd.Env = append(cmd.Env, "COMMIT_FRONTEND_DOCKER_ROUTE=engine", engine.RootEnv+"="+filepath.Join(env.dir, "docker-engine"))
+		}
 	}
 	daemons0 := daemonCPU()
 	b.StartTimer()

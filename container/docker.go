@@ -28,6 +28,9 @@ type DockerContainerd struct {
 	// Namespace is dockerd's containerd namespace (DockerNamespace unless
 	// dockerd was told otherwise).
 	Namespace string
+	// Snapshotter is the containerd snapshotter of docker's images and
+	// containers.
+	Snapshotter string
 }
 
 // CheckDockerStore fails unless dockerd keeps its images in containerd (the
@@ -47,6 +50,7 @@ func CheckDockerStore(ctx context.Context, dc *dockerclient.Client) (DockerConta
 	}
 	for _, kv := range info.Info.DriverStatus {
 		if kv[0] == "driver-type" && kv[1] == "io.containerd.snapshotter.v1" {
+			dcd.Snapshotter = info.Info.Driver
 			return dcd, nil
 		}
 	}

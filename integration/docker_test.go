@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,6 +102,16 @@ func dockerRun(t *testing.T, name string, runArgs []string, script string) strin
 // cfDocker runs `commit-frontend commit --docker` against the test dockerd.
 func cfDocker(t *testing.T, args ...string) result {
 	t.Helper()
+	return cfDockerEnv(t, nil, args...)
+}
+
+// dockerEngineRoot is the state directory of the engine that commits the
+// test dockerd's containers.
+func dockerEngineRoot() string { return filepath.Join(env.dir, "docker-engine") }
+
+// cfDockerEnv is cfDocker with more environment variables.
+func cfDockerEnv(t *testing.T, extra []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	// No containerd address, namespace or buildkitd: dockerd tells
@@ -112,7 +123,7 @@ func cfDocker(t *testing.T, args ...string) result {
 			env2 = append(env2, kv)
 		}
 	}
-	cmd.Env = append(env2, "DOCKER_HOST="+dockerd(t).Host)
+	cmd.Env = append(append(env2, "DOCKER_HOST="+dockerd(t).Host, "COMMIT_FRONTEND_ENGINE_ROOT="+dockerEngineRoot()), extra...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -155,7 +166,8 @@ func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
 }
 
 // TestDockerCommit commits the same docker container with docker commit and
-// with commit-frontend commit --docker, and compares the two images.
+// with commit-frontend commit --docker, through dockerd's own BuildKit (the
+// default) and through the engine in the CLI, and compares the images.
 func TestDockerCommit(t *testing.T) {
 	name := "docker-commit"
 	dockerRun(t, name, []string{"-e", "FOO=bar", "-w", "/tmp", "--label", "run=label"},
@@ -163,55 +175,80 @@ func TestDockerCommit(t *testing.T) {
 	change := []string{"-a", "Jane <jane@example.com>", "-m", "a message", "-c", "LABEL x=y", "-c", "EXPOSE 8080",
 		"-c", "WORKDIR /srv/app", "-c", "ENV B=$FOO-x", "-c", "ONBUILD RUN make", "-c", "STOPSIGNAL SIGINT"}
 	start := time.Now().Add(-time.Second).Unix()
-	r := cfDocker(t, append(change, name, "example.com/ours:1")...)
-	if r.err != nil {
-		t.Fatalf("commit --docker: %v\n%s", r.err, r.stderr)
-	}
-	// The pause went through docker, so docker's view of the container
-	// was right all along.
-	events := docker(t, "events", "--since", strconv.FormatInt(start, 10), "--until", strconv.FormatInt(time.Now().Unix()+1, 10),
-		"--filter", "container="+name, "--format", "{{.Action}}")
-	if !strings.Contains(events, "pause") || !strings.Contains(events, "unpause") {
-		t.Errorf("docker saw no pause and unpause: %q", events)
-	}
-	ours := strings.TrimSpace(r.stdout)
 	theirs := docker(t, append(append([]string{"commit"}, change...), name, "example.com/theirs:1")...)
-	if !strings.HasPrefix(ours, "sha256:") || ours == theirs {
-		t.Fatalf("ours %q, docker's %q", ours, theirs)
-	}
-	if id := docker(t, "image", "inspect", "-f", "{{.Id}}", "example.com/ours:1"); id != ours {
-		t.Errorf("docker inspect says %s, commit printed %s", id, ours)
-	}
-	if !strings.Contains(docker(t, "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"), ours+" example.com/ours:1") {
-		t.Errorf("docker images does not list %s", ours)
-	}
-	o, d := dockerImage(t, "example.com/ours:1"), dockerImage(t, "example.com/theirs:1")
-	if !reflect.DeepEqual(o.Config, d.Config) {
-		oj, _ := json.MarshalIndent(o.Config, "", "  ")
-		dj, _ := json.MarshalIndent(d.Config, "", "  ")
-		t.Errorf("config differs from docker commit's:\nours:\n%s\ndocker's:\n%s", oj, dj)
-	}
-	if !reflect.DeepEqual(o.RootFS, d.RootFS) {
-		t.Errorf("layers differ: ours %v, docker's %v", o.RootFS.DiffIDs, d.RootFS.DiffIDs)
-	}
-	if len(o.History) != len(d.History) {
-		t.Fatalf("%d history entries, docker %d:\nours %+v\ndocker's %+v", len(o.History), len(d.History), o.History, d.History)
-	}
-	oh, dh := o.History[len(o.History)-1], d.History[len(d.History)-1]
-	if oh.CreatedBy != dh.CreatedBy || oh.Author != dh.Author || oh.Comment != dh.Comment || oh.EmptyLayer != dh.EmptyLayer {
-		t.Errorf("history entry %+v, docker's %+v", oh, dh)
-	}
-	if o.Author != d.Author || o.OS != d.OS || o.Architecture != d.Architecture {
-		t.Errorf("author/platform %q %s/%s, docker's %q %s/%s", o.Author, o.OS, o.Architecture, d.Author, d.OS, d.Architecture)
-	}
-	if out := docker(t, "run", "--rm", "--network", "none", "example.com/ours:1", "cat", "/tmp/hi", "/data/x"); out != "hi\nx" {
-		t.Errorf("docker run of the commit: %q", out)
-	}
-	if out := docker(t, "history", "--no-trunc", "--format", "{{.Comment}}", "example.com/ours:1"); !strings.HasPrefix(out, "a message") {
-		t.Errorf("docker history: %q", out)
-	}
-	if st := docker(t, "inspect", "-f", "{{.State.Status}}", name); st != "running" {
-		t.Errorf("container %s after the commit", st)
+	theirEvents := docker(t, "events", "--since", strconv.FormatInt(start, 10), "--until", strconv.FormatInt(time.Now().Unix()+1, 10),
+		"--filter", "type=image", "--filter", "image="+theirs, "--format", "{{.Action}}")
+	for _, route := range []struct {
+		name, env, ref string
+		// events tells that docker reports the image's creation.
+		events bool
+	}{
+		{"dockerd-buildkit", "", "example.com/ours:1", true},
+		{"engine", "COMMIT_FRONTEND_DOCKER_ROUTE=engine", "example.com/ours:2", false},
+	} {
+		t.Run(route.name, func(t *testing.T) {
+			var extra []string
+			if route.env != "" {
+				extra = append(extra, route.env)
+			}
+			start := time.Now().Add(-time.Second).Unix()
+			r := cfDockerEnv(t, extra, append(change, name, route.ref)...)
+			if r.err != nil {
+				t.Fatalf("commit --docker: %v\n%s", r.err, r.stderr)
+			}
+			until := strconv.FormatInt(time.Now().Unix()+1, 10)
+			// The pause went through docker, so docker's view of the
+			// container was right all along.
+			events := docker(t, "events", "--since", strconv.FormatInt(start, 10), "--until", until,
+				"--filter", "container="+name, "--format", "{{.Action}}")
+			if !strings.Contains(events, "pause") || !strings.Contains(events, "unpause") {
+				t.Errorf("docker saw no pause and unpause: %q", events)
+			}
+			ours := strings.TrimSpace(r.stdout)
+			// docker reports the image's creation as docker commit's.
+			imageEvents := docker(t, "events", "--since", strconv.FormatInt(start, 10), "--until", until,
+				"--filter", "type=image", "--filter", "image="+ours, "--format", "{{.Action}}")
+			if got := strings.Fields(imageEvents); route.events && !slices.Equal(got, []string{"create", "tag"}) {
+				t.Errorf("docker reported %q for the image, and %q for docker commit's", got, theirEvents)
+			}
+			if !strings.HasPrefix(ours, "sha256:") || ours == theirs {
+				t.Fatalf("ours %q, docker's %q", ours, theirs)
+			}
+			if id := docker(t, "image", "inspect", "-f", "{{.Id}}", route.ref); id != ours {
+				t.Errorf("docker inspect says %s, commit printed %s", id, ours)
+			}
+			if !strings.Contains(docker(t, "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"), ours+" "+route.ref) {
+				t.Errorf("docker images does not list %s", ours)
+			}
+			o, d := dockerImage(t, route.ref), dockerImage(t, "example.com/theirs:1")
+			if !reflect.DeepEqual(o.Config, d.Config) {
+				oj, _ := json.MarshalIndent(o.Config, "", "  ")
+				dj, _ := json.MarshalIndent(d.Config, "", "  ")
+				t.Errorf("config differs from docker commit's:\nours:\n%s\ndocker's:\n%s", oj, dj)
+			}
+			if !reflect.DeepEqual(o.RootFS, d.RootFS) {
+				t.Errorf("layers differ: ours %v, docker's %v", o.RootFS.DiffIDs, d.RootFS.DiffIDs)
+			}
+			if len(o.History) != len(d.History) {
+				t.Fatalf("%d history entries, docker %d:\nours %+v\ndocker's %+v", len(o.History), len(d.History), o.History, d.History)
+			}
+			oh, dh := o.History[len(o.History)-1], d.History[len(d.History)-1]
+			if oh.CreatedBy != dh.CreatedBy || oh.Author != dh.Author || oh.Comment != dh.Comment || oh.EmptyLayer != dh.EmptyLayer {
+				t.Errorf("history entry %+v, docker's %+v", oh, dh)
+			}
+			if o.Author != d.Author || o.OS != d.OS || o.Architecture != d.Architecture {
+				t.Errorf("author/platform %q %s/%s, docker's %q %s/%s", o.Author, o.OS, o.Architecture, d.Author, d.OS, d.Architecture)
+			}
+			if out := docker(t, "run", "--rm", "--network", "none", route.ref, "cat", "/tmp/hi", "/data/x"); out != "hi\nx" {
+				t.Errorf("docker run of the commit: %q", out)
+			}
+			if out := docker(t, "history", "--no-trunc", "--format", "{{.Comment}}", route.ref); !strings.HasPrefix(out, "a message") {
+				t.Errorf("docker history: %q", out)
+			}
+			if st := docker(t, "inspect", "-f", "{{.State.Status}}", name); st != "running" {
+				t.Errorf("container %s after the commit", st)
+			}
+		})
 	}
 }
 
@@ -292,7 +329,7 @@ func TestDockerCommitStates(t *testing.T) {
 				cmd.Env = append(cmd.Env, kv)
 			}
 		}
-		cmd.Env = append(cmd.Env, "DOCKER_CONFIG="+cfgDir)
+		cmd.Env = append(cmd.Env, "DOCKER_CONFIG="+cfgDir, "COMMIT_FRONTEND_ENGINE_ROOT="+dockerEngineRoot())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)

@@ -51,15 +51,21 @@ func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snaps
 		}
 		return c, c.Close, nil, nil
 	}
-	root, err := engine.DefaultRoot()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	e, err := engine.Start(ctx, engine.Options{Root: root, Address: address, Namespace: ns, Snapshotter: snapshotter, Warnf: warnf})
+	e, err := startEngine(ctx, address, ns, snapshotter, warnf)
 	if err != nil {
 		return nil, nil, nil, errors.Wrapf(err, "no buildkitd is named (--addr, BUILDKIT_HOST) or listens at %s, and BuildKit's engine could not start in this process", solve.DefaultAddr)
 	}
 	return e.Client(), e.Close, e, nil
+}
+
+// startEngine starts BuildKit's engine in this process, on the containerd
+// at address, in namespace ns.
+func startEngine(ctx context.Context, address, ns, snapshotter string, warnf func(string, ...any)) (*engine.Engine, error) {
+	root, err := engine.DefaultRoot()
+	if err != nil {
+		return nil, err
+	}
+	return engine.Start(ctx, engine.Options{Root: root, Address: address, Namespace: ns, Snapshotter: snapshotter, Warnf: warnf})
 }
 
 // defaultBuildkitdAnswers tells whether something accepts connections at

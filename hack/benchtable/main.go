@@ -82,19 +82,20 @@ func pauseTable(cells map[string]map[string]result, order []string) {
 // dockerTable prints, for the cells that had them, docker commit against
 // commit-frontend commit --docker on the same dockerd.
 func dockerTable(cells map[string]map[string]result, order []string) {
-	header := once("| rootfs | change | compression | page cache | docker commit s | commit --docker s | docker / ours | CPU s docker / ours |")
+	header := once("| rootfs | change | compression | page cache | docker commit s | commit --docker s | through the engine s | docker / ours | docker / engine | CPU s docker / ours / engine |")
 	for _, cell := range order {
 		d, okd := cells[cell]["docker-commit"]
 		o, oko := cells[cell]["commit-frontend-docker"]
-		if !okd && !oko {
+		e, oke := cells[cell]["commit-frontend-docker-engine"]
+		if !okd && !oko && !oke {
 			continue
 		}
 		header()
 		parts := cellParts(cell)
-		dt, ot := d["ns/op"]/1e9, o["ns/op"]/1e9
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s / %s |\n",
+		dt, ot, et := d["ns/op"]/1e9, o["ns/op"]/1e9, e["ns/op"]/1e9
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s |\n",
 			parts["rootfs"], parts["change"], parts["compression"], parts["cache"],
-			num(dt), num(ot), ratio(dt, ot), num(d["cpu-s/op"]), num(o["cpu-s/op"]))
+			num(dt), num(ot), num(et), ratio(dt, ot), ratio(dt, et), num(d["cpu-s/op"]), num(o["cpu-s/op"]), num(e["cpu-s/op"]))
 	}
 }
 
