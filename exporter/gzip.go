@@ -70,7 +70,12 @@ func (s *leasedStore) uncompressedLayer(ctx context.Context, dgst digest.Digest)
 	sctx, cancel := sourceCtx(ctx)
 	defer cancel()
 	info, err := s.source.Info(sctx, dgst)
-	return err == nil && info.Labels[labels.LabelUncompressed] == dgst.String()
+	if err != nil {
+		return false
+	}
+	// A blob made by the worker's walking differ (containerd's diff
+	// service) carries BuildKit's record of its uncompressed digest only.
+	return info.Labels[labels.LabelUncompressed] == dgst.String() || info.Labels[buildkitUncompressedLabel] == dgst.String()
 }
 
 // gzipWriter returns the writer of desc, an uncompressed layer, as a gzip
@@ -105,6 +110,11 @@ func (s *leasedStore) gzipWriter(ctx context.Context, desc ocispecs.Descriptor) 
 	}
 	return s.writeOrFetch(ctx, gw, desc)
 }
+
+// buildkitUncompressedLabel is the label BuildKit's cache puts on a blob it
+// recorded, with the digest of the blob's uncompressed form (BuildKit keeps
+// the name unexported).
+const buildkitUncompressedLabel = "buildkit.io/blob/annotation." + labels.LabelUncompressed
 
 // gzipLevelLabel records on each gzip blob the store writes the level it
 // was asked for (-1 for the compressor's default), so that a blob is

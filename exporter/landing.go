@@ -167,7 +167,9 @@ func (l *Landing) Exports(ctx context.Context, o ExportOpt) ([]bkclient.ExportEn
 	case toStore && o.Docker:
 		// dockerd's exporter writes docker's image: record, gc labels,
 		// snapshots; without a name, docker's dangling image.
-		attrs := map[string]string{}
+		// OCI's media types, as docker commit writes them with the
+		// containerd image store (dockerd's exporter defaults to docker's).
+		attrs := map[string]string{string(exptypes.OptKeyOCITypes): "true"}
 		if o.Name != "" {
 			attrs[string(exptypes.OptKeyName)] = o.Name
 		}

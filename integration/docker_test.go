@@ -171,7 +171,9 @@ func dockerImage(t *testing.T, ref string) dockerspec.DockerOCIImage {
 func TestDockerCommit(t *testing.T) {
 	name := "docker-commit"
 	dockerRun(t, name, []string{"-e", "FOO=bar", "-w", "/tmp", "--label", "run=label"},
-		"echo hi > /tmp/hi; mkdir /data; echo x > /data/x; rm /bin/vi; touch /ready; exec sleep 3600")
+		"echo hi > /tmp/hi; mkdir /data; echo x > /data/x; rm /bin/vi; "+
+			// Large enough for the engine to gzip it on its way.
+			"dd if=/dev/urandom of=/data/big bs=1M count=9 2>/dev/null; touch /ready; exec sleep 3600")
 	change := []string{"-a", "Jane <jane@example.com>", "-m", "a message", "-c", "LABEL x=y", "-c", "EXPOSE 8080",
 		"-c", "WORKDIR /srv/app", "-c", "ENV B=$FOO-x", "-c", "ONBUILD RUN make", "-c", "STOPSIGNAL SIGINT"}
 	start := time.Now().Add(-time.Second).Unix()
@@ -228,6 +230,18 @@ func TestDockerCommit(t *testing.T) {
 			}
 			if !reflect.DeepEqual(o.RootFS, d.RootFS) {
 				t.Errorf("layers differ: ours %v, docker's %v", o.RootFS.DiffIDs, d.RootFS.DiffIDs)
+			}
+			// docker's media types, the new layer gzip, as docker commit's.
+			om, dm := dockerManifest(t, route.ref), dockerManifest(t, "example.com/theirs:1")
+			mediaTypes := func(m ocispecs.Manifest) []string {
+				out := []string{m.MediaType, m.Config.MediaType}
+				for _, l := range m.Layers {
+					out = append(out, l.MediaType)
+				}
+				return out
+			}
+			if o, d := mediaTypes(om), mediaTypes(dm); !slices.Equal(o, d) {
+				t.Errorf("media types %q, docker commit's %q", o, d)
 			}
 			if len(o.History) != len(d.History) {
 				t.Fatalf("%d history entries, docker %d:\nours %+v\ndocker's %+v", len(o.History), len(d.History), o.History, d.History)
