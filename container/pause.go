@@ -10,14 +10,15 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/flock"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/nerdctl/v2/pkg/rootlessutil"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
 
 // StateDirEnv names a directory to keep locks and pause records in instead
-// of the default (/run/commit-frontend for root, else
-// $XDG_RUNTIME_DIR/commit-frontend). It must belong to the user running the
+// of the default (/run/commit-frontend for root, else, and in rootless
+// containerd's namespaces, $XDG_RUNTIME_DIR/commit-frontend). It must belong to the user running the
 // commit and be writable by nobody else.
 const StateDirEnv = "COMMIT_FRONTEND_STATE_DIR"
 
@@ -34,9 +35,12 @@ const resumeFor = time.Minute
 func stateDir() (*os.File, error) {
 	dir := os.Getenv(StateDirEnv)
 	if dir == "" {
-		if os.Geteuid() == 0 {
+		// In rootless containerd's namespaces the process is root, but
+		// /run is RootlessKit's copy: the user's runtime directory is
+		// the one every rootless commit shares.
+		if os.Geteuid() == 0 && !rootlessutil.IsRootlessChild() {
 			dir = "/run/commit-frontend"
-		} else if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" {
+		} else if rt, err := rootlessutil.XDGRuntimeDir(); err == nil {
 			dir = filepath.Join(rt, "commit-frontend")
 		} else {
 			return nil, errors.Errorf("no place for commit-frontend's locks: run as root, or set XDG_RUNTIME_DIR or %s", StateDirEnv)
@@ -216,6 +220,9 @@ func (g *Guard) Pause(ctx context.Context) (resume func() error, err error) {
 		}
 		if st, err := g.task.State(ctx); err == nil && st == containerd.Paused {
 			return func() error { return nil }, nil
+		}
+		if rootlessutil.IsRootlessChild() {
+			return nil, errors.Wrapf(perr, "pausing container %s (rootless containerd pauses only a container whose freezer cgroup the user may write: cgroup v2 with delegation, as systemd gives it; --pause=false reads it while it runs)", g.id)
 		}
 		return nil, errors.Wrapf(perr, "pausing container %s", g.id)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/flock"
 	ctd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/nerdctl/v2/pkg/rootlessutil"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildkitd/config"
 	"github.com/moby/buildkit/control"
@@ -37,6 +38,7 @@ import (
 	"github.com/moby/buildkit/worker"
 	"github.com/moby/buildkit/worker/base"
 	"github.com/moby/buildkit/worker/containerd"
+	"github.com/moby/sys/userns"
 	"github.com/pkg/errors"
 	"github.com/sirupsen/logrus"
 	bolt "go.etcd.io/bbolt"
@@ -46,7 +48,7 @@ import (
 
 // RootEnv names the engine's state directory instead of the default
 // (/var/lib/commit-frontend for root, $XDG_DATA_HOME/commit-frontend for
-// other users).
+// other users and in rootless containerd's namespaces).
 const RootEnv = "COMMIT_FRONTEND_ENGINE_ROOT"
 
 // LockTimeout is how long a process waits for another one running the
@@ -58,17 +60,17 @@ func DefaultRoot() (string, error) {
 	if r := os.Getenv(RootEnv); r != "" {
 		return r, nil
 	}
-	if os.Geteuid() == 0 {
+	// In rootless containerd's namespaces the process is root, but
+	// /var/lib is RootlessKit's copy, in memory: the state goes where the
+	// user's data does, as rootless containerd's own.
+	if os.Geteuid() == 0 && !rootlessutil.IsRootlessChild() {
 		return "/var/lib/commit-frontend", nil
 	}
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "commit-frontend"), nil
-	}
-	home, err := os.UserHomeDir()
+	d, err := rootlessutil.XDGDataHome()
 	if err != nil {
-		return "", errors.Errorf("no place for the engine's state: set XDG_DATA_HOME or %s", RootEnv)
+		return "", errors.Wrapf(err, "no place for the engine's state: set XDG_DATA_HOME or %s", RootEnv)
 	}
-	return filepath.Join(home, ".local", "share", "commit-frontend"), nil
+	return filepath.Join(d, "commit-frontend"), nil
 }
 
 // Options say where the engine works.
@@ -138,6 +140,9 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 		Address:         opt.Address,
 		SnapshotterName: opt.Snapshotter,
 		Namespace:       opt.Namespace,
+		// In a user namespace (rootless containerd's), RUN steps run as
+		// buildkitd runs them there.
+		Rootless: userns.RunningInUserNS(),
 		// RUN steps get the host's network where no CNI is set up, as
 		// buildkitd gives them.
 		NetworkOpt: netproviders.Opt{Mode: "auto"},

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh Debian machine:
-# Debian packages (runc, busybox-static) and the daemons built from pinned Go
+# Debian packages (runc, busybox-static, rootlesskit, slirp4netns, uidmap) and the daemons built from pinned Go
 # modules (buildkitd, buildctl, containerd, ctr, the runc shim, a registry, buildx, dockerd, and the docker CLI where the machine has none).
 # Binaries are cached under $CF_BIN (default ~/.cache/commit-frontend/bin) by version,
 # so a second run costs nothing. Prints the bin directory on its last line.
@@ -13,6 +13,10 @@ mkdir -p "$CF_BIN"
 need_pkgs=()
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+# Rootless containerd, as nerdctl's containerd-rootless.sh runs it.
+command -v rootlesskit >/dev/null 2>&1 || need_pkgs+=(rootlesskit)
+command -v slirp4netns >/dev/null 2>&1 || need_pkgs+=(slirp4netns)
+command -v newuidmap >/dev/null 2>&1 || need_pkgs+=(uidmap)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -103,15 +103,20 @@ func (p *Proc) Tail(n int) string {
 }
 
 func start(dir, name string, bin string, args ...string) (*Proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "PATH="+BinDir()+":"+os.Getenv("PATH"))
+	return startCmd(dir, name, cmd)
+}
+
+// startCmd starts cmd as a daemon named name, its output in dir/name.log.
+func startCmd(dir, name string, cmd *exec.Cmd) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout = f
 	cmd.Stderr = f
-	cmd.Env = append(os.Environ(), "PATH="+BinDir()+":"+os.Getenv("PATH"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
