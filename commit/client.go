@@ -36,6 +36,12 @@ type Client struct {
 	Trees interface {
 		OfferTree(fill engine.Fill, base ocispecs.Descriptor) (ident string, withdraw func())
 	}
+	// BuildkitReady, when set, waits until Buildkit serves (an engine
+	// still starting in this process, engine.StartBackground) and tells
+	// why it cannot. A commit waits for it before its first call to
+	// BuildKit, and so before it reads (and pauses) the container: finding
+	// the container and preparing the landing overlap the engine's start.
+	BuildkitReady func() error
 	// Docker is the Engine API of the Docker Engine whose containers are
 	// committed with Options.Docker; Containerd is then dockerd's
 	// containerd, in its namespace.

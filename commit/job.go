@@ -139,6 +139,13 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		OneManifest: fo.Provenance == "",
 		GzipFirst:   j.BuildkitInProcess,
 	}
+	// The exports ask BuildKit about its worker: an engine still
+	// starting must serve first (and the container is read after).
+	if j.BuildkitReady != nil {
+		if err := j.BuildkitReady(); err != nil {
+			return nil, err
+		}
+	}
 	if so.Exports, err = l.Exports(ctx, eo); err != nil {
 		return nil, err
 	}

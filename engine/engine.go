@@ -89,13 +89,26 @@ type Engine struct {
 	client  *bkclient.Client
 	closers []func() error
 	trees   trees
+	// ready is closed once the engine serves, or failed to start (err).
+	ready chan struct{}
+	err   error
 }
 
-// Client is a BuildKit client of the engine.
+// Client is a BuildKit client of the engine. Its calls wait until the
+// engine serves (Ready).
 func (e *Engine) Client() *bkclient.Client { return e.client }
+
+// Ready waits until the engine serves, and tells why it could not start.
+func (e *Engine) Ready() error {
+	<-e.ready
+	return e.err
+}
 
 // Close stops the engine and lets the next process run it.
 func (e *Engine) Close() error {
+	if e.ready != nil {
+		<-e.ready
+	}
 	var first error
 	for i := len(e.closers) - 1; i >= 0; i-- {
 		if err := e.closers[i](); err != nil && first == nil {
@@ -106,8 +119,27 @@ func (e *Engine) Close() error {
 	return first
 }
 
-// Start starts the engine. The caller must Close it.
-func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
+// Start starts the engine and waits until it serves. The caller must Close
+// it.
+func Start(ctx context.Context, opt Options) (*Engine, error) {
+	e, err := StartBackground(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Ready(); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// StartBackground takes the state directory's lock (waiting for the
+// process that holds it, and naming it) and starts the engine while the
+// caller goes on: most of the start is BuildKit's worker's (its network
+// provider makes an RSA key, about 50 ms of CPU), which a commit overlaps
+// with finding the container and preparing its export. Ready tells when it serves; the client's calls
+// wait until then. The caller must Close it.
+func StartBackground(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	if opt.Snapshotter == "" {
 		opt.Snapshotter = "overlayfs"
 	}
@@ -130,10 +162,42 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 		return nil, err
 	}
 	e.closers = append(e.closers, unlock)
-
-	sm, err := session.NewManager()
+	// The socket listens at once: a client's connection waits in its
+	// backlog until the server serves.
+	sock := filepath.Join(opt.Root, "engine.sock")
+	_ = os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, errors.Wrap(err, "the engine's socket")
+	}
+	e.closers = append(e.closers, func() error {
+		_ = l.Close()
+		_ = os.Remove(sock)
+		return nil
+	})
+	c, err := bkclient.New(context.WithoutCancel(ctx), "unix://"+sock)
 	if err != nil {
 		return nil, err
+	}
+	e.client = c
+	e.closers = append(e.closers, c.Close)
+	e.trees = trees{offers: map[string]offer{}}
+	e.ready = make(chan struct{})
+	go func() {
+		defer close(e.ready)
+		if e.err = e.start(context.WithoutCancel(ctx), opt, l); e.err != nil {
+			// The client's calls fail rather than wait.
+			_ = l.Close()
+		}
+	}()
+	return e, nil
+}
+
+// start starts BuildKit's worker and controller and serves them on l.
+func (e *Engine) start(ctx context.Context, opt Options, l net.Listener) error {
+	sm, err := session.NewManager()
+	if err != nil {
+		return err
 	}
 	wopt, err := containerd.NewWorkerOpt(containerd.WorkerOptions{
 		Root:            opt.Root,
@@ -148,7 +212,7 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 		NetworkOpt: netproviders.Opt{Mode: "auto"},
 	}, ctd.WithTimeout(60*time.Second))
 	if err != nil {
-		return nil, errors.Wrapf(err, "BuildKit's containerd worker on %s", opt.Address)
+		return errors.Wrapf(err, "BuildKit's containerd worker on %s", opt.Address)
 	}
 	wopt.BuildkitVersion = bkclient.BuildkitVersion{Package: version.Package, Version: version.Version, Revision: version.Revision}
 	wopt.RegistryHosts = resolver.NewRegistryConfig(nil)
@@ -163,18 +227,18 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	wopt.ContentStore = containerdsnapshot.NewContentStore(store, wopt.ContentStore.Namespace())
 	w, err := base.NewWorker(ctx, wopt)
 	if err != nil {
-		return nil, errors.Wrap(err, "starting BuildKit's worker")
+		return errors.Wrap(err, "starting BuildKit's worker")
 	}
 	e.closers = append(e.closers, w.Close)
-	e.trees = trees{w: w, offers: map[string]offer{}}
+	e.trees.w = w
 	w.SourceManager.Register(&e.trees)
 	wc := &worker.Controller{}
 	if err := wc.Add(w); err != nil {
-		return nil, err
+		return err
 	}
 	gw, err := gateway.NewGatewayFrontend(wc.Infos(), nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	frontends := map[string]frontend.Frontend{
 		"dockerfile.v0": forwarder.NewGatewayForwarder(wc.Infos(), dockerfile.Build),
@@ -182,12 +246,12 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 	}
 	cacheStorage, err := bboltcachestorage.NewStore(filepath.Join(opt.Root, "cache.db"))
 	if err != nil {
-		return nil, errors.Wrap(err, "the engine's cache database")
+		return errors.Wrap(err, "the engine's cache database")
 	}
 	e.closers = append(e.closers, cacheStorage.Close)
 	historyDB, err := boltutil.SafeOpen(filepath.Join(opt.Root, "history.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
-		return nil, errors.Wrap(err, "the engine's history database")
+		return errors.Wrap(err, "the engine's history database")
 	}
 	e.closers = append(e.closers, historyDB.Close)
 	noHistory := int64(0)
@@ -204,37 +268,24 @@ func Start(ctx context.Context, opt Options) (_ *Engine, retErr error) {
 		GarbageCollect:   w.GarbageCollect,
 	})
 	if err != nil {
-		return nil, errors.Wrap(err, "starting BuildKit's controller")
+		return errors.Wrap(err, "starting BuildKit's controller")
 	}
 	e.closers = append(e.closers, ctrl.Close)
 
 	server := grpc.NewServer(grpc.UnaryInterceptor(grpcerrors.UnaryServerInterceptor), grpc.StreamInterceptor(grpcerrors.StreamServerInterceptor))
 	ctrl.Register(server)
-	sock := filepath.Join(opt.Root, "engine.sock")
-	_ = os.Remove(sock)
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		return nil, errors.Wrap(err, "the engine's socket")
-	}
 	go func() { _ = server.Serve(l) }()
 	e.closers = append(e.closers, func() error {
 		server.Stop()
-		_ = os.Remove(sock)
 		return nil
 	})
-	c, err := bkclient.New(ctx, "unix://"+sock)
-	if err != nil {
-		return nil, err
-	}
-	e.client = c
-	e.closers = append(e.closers, c.Close)
 	// BuildKit collects garbage a second after a solve, when a CLI has
 	// usually exited: the engine applies the policy itself as it stops,
 	// first thing, when it has not for CollectEvery (a pass costs about
 	// 0.1 s, a third of a small commit; each commit removes its own
 	// records itself).
 	e.closers = append(e.closers, func() error { return collectDue(opt.Root, w) })
-	return e, nil
+	return nil
 }
 
 // gcPolicy is buildkitd's default garbage-collection policy for a state

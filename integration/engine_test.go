@@ -228,6 +228,29 @@ func TestEngineCacheBounded(t *testing.T) {
 	}
 }
 
+// TestEngineStartFails: an engine whose start fails (its worker's state
+// directory is a file) fails the commit with the reason, before the
+// container is paused or anything is written: the container runs on, and
+// no image lands.
+func TestEngineStartFails(t *testing.T) {
+	const ns = "engine-fails"
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "containerd-overlayfs"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ct := startContainer(t, ns, "overlayfs", "fails-1", "echo x > /x; touch /ready; exec sleep 3600", false)
+	r := runEngine(t, root, "commit", "--namespace", ns, "fails-1", "example.com/fails:1")
+	if r.err == nil || !strings.Contains(r.stderr, "BuildKit's engine could not start") || !strings.Contains(r.stderr, "containerd-overlayfs") {
+		t.Fatalf("commit on an engine that cannot start: %v\n%s", r.err, r.stderr)
+	}
+	if _, err := ct.c.ImageService().Get(context.Background(), "example.com/fails:1"); err == nil {
+		t.Error("an image landed")
+	}
+	if st := ct.status(t); st != containerd.Running {
+		t.Errorf("the container is %v after the failed commit", st)
+	}
+}
+
 // TestEngineContentNotShared commits through the engine on a containerd
 // that shares no content between namespaces: the blob the engine writes
 // into containerd's content directory is not taken from there, and goes

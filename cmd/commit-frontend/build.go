@@ -206,7 +206,7 @@ func runBuild(cmd *cobra.Command, f buildFlags, path string) error {
 	}
 	// On the engine, FROM finds images in containerd's image store first:
 	// BuildKit's containerd worker looks there before any registry.
-	c, done, eng, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
+	c, done, eng, err := connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, false, warnTo(cmd))
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func cacheCommand(use, short string, run func(cmd *cobra.Command, bk *bkclient.C
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			bk, done, _, err := connectBuildkit(cmd.Context(), f.bk, f.address, f.namespace, f.snapshotter, warnTo(cmd))
+			bk, done, _, err := connectBuildkit(cmd.Context(), f.bk, f.address, f.namespace, f.snapshotter, false, warnTo(cmd))
 			if err != nil {
 				return err
 			}

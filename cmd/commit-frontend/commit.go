@@ -198,14 +198,14 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 		}
 		defer bk.Close()
 	case dockerEngine:
-		if eng, err = startEngine(ctx, f.address, f.namespace, f.snapshotter, warnf); err != nil {
+		if eng, err = startEngine(ctx, f.address, f.namespace, f.snapshotter, false, warnf); err != nil {
 			return errors.Wrapf(err, "%s=%s: BuildKit's engine could not start in this process on docker's containerd", dockerRouteEnv, dockerRouteEngine)
 		}
 		bk = eng.Client()
 		defer eng.Close()
 	default:
 		var done func() error
-		if bk, done, eng, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, warnf); err != nil {
+		if bk, done, eng, err = connectBuildkit(ctx, f.bk, f.address, f.namespace, f.snapshotter, true, warnf); err != nil {
 			return err
 		}
 		defer done()
@@ -223,6 +223,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	}
 	if eng != nil {
 		c.Trees = eng
+		c.BuildkitReady = func() error { return engineReady(eng) }
 	}
 	res, err := c.Commit(ctx, commit.Options{
 		Container:       ctr,

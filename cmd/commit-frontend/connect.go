@@ -42,8 +42,10 @@ func connectOpt(o solve.ConnectOpt) solve.ConnectOpt {
 // with neither, to the one at BuildKit's default socket when one answers
 // there, else it starts BuildKit's engine in this process, on containerd
 // at address in namespace ns (package engine), and returns it (nil for a
-// buildkitd). done closes the client, and stops the engine.
-func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snapshotter string, warnf func(string, ...any)) (_ *bkclient.Client, done func() error, _ *engine.Engine, _ error) {
+// buildkitd). With background the engine goes on starting as the caller
+// goes on (its Ready, through engineReady, says when it serves). done
+// closes the client, and stops the engine.
+func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snapshotter string, background bool, warnf func(string, ...any)) (_ *bkclient.Client, done func() error, _ *engine.Engine, _ error) {
 	if o.Addr != "" || os.Getenv("BUILDKIT_HOST") != "" || defaultBuildkitdAnswers() {
 		c, err := solve.ConnectWith(ctx, connectOpt(o))
 		if err != nil {
@@ -51,21 +53,38 @@ func connectBuildkit(ctx context.Context, o solve.ConnectOpt, address, ns, snaps
 		}
 		return c, c.Close, nil, nil
 	}
-	e, err := startEngine(ctx, address, ns, snapshotter, warnf)
+	e, err := startEngine(ctx, address, ns, snapshotter, background, warnf)
 	if err != nil {
-		return nil, nil, nil, errors.Wrapf(err, "no buildkitd is named (--addr, BUILDKIT_HOST) or listens at %s, and BuildKit's engine could not start in this process", solve.DefaultAddr)
+		return nil, nil, nil, engineStartError(err)
 	}
 	return e.Client(), e.Close, e, nil
 }
 
+// engineReady waits until e serves.
+func engineReady(e *engine.Engine) error {
+	if err := e.Ready(); err != nil {
+		return engineStartError(err)
+	}
+	return nil
+}
+
+func engineStartError(err error) error {
+	return errors.Wrapf(err, "no buildkitd is named (--addr, BUILDKIT_HOST) or listens at %s, and BuildKit's engine could not start in this process", solve.DefaultAddr)
+}
+
 // startEngine starts BuildKit's engine in this process, on the containerd
-// at address, in namespace ns.
-func startEngine(ctx context.Context, address, ns, snapshotter string, warnf func(string, ...any)) (*engine.Engine, error) {
+// at address, in namespace ns; in the background, or waiting until it
+// serves.
+func startEngine(ctx context.Context, address, ns, snapshotter string, background bool, warnf func(string, ...any)) (*engine.Engine, error) {
 	root, err := engine.DefaultRoot()
 	if err != nil {
 		return nil, err
 	}
-	return engine.Start(ctx, engine.Options{Root: root, Address: address, Namespace: ns, Snapshotter: snapshotter, Warnf: warnf})
+	opt := engine.Options{Root: root, Address: address, Namespace: ns, Snapshotter: snapshotter, Warnf: warnf}
+	if background {
+		return engine.StartBackground(ctx, opt)
+	}
+	return engine.Start(ctx, opt)
 }
 
 // defaultBuildkitdAnswers tells whether something accepts connections at
