@@ -44,8 +44,24 @@ type TreeStats struct {
 // are never changed. A file that changed since the walk fails the write,
 // as it fails the other transports.
 func (p *Plan) WriteTree(ctx context.Context, dir string) (TreeStats, error) {
+	return p.writeTree(ctx, dir, "")
+}
+
+// WriteUpper is WriteTree into dir, the upper directory of an overlay
+// snapshot on the base the change set was read against (UpperOK must
+// accept it): a directory that replaces the base's is marked opaque with
+// opaqueXattr (trusted.overlay.opaque, or user.overlay.opaque where the
+// snapshot is mounted with userxattr), as overlayfs marks it.
+func (p *Plan) WriteUpper(ctx context.Context, dir, opaqueXattr string) (TreeStats, error) {
+	if opaqueXattr == "" {
+		return TreeStats{}, errors.New("no extended attribute to mark replaced directories with")
+	}
+	return p.writeTree(ctx, dir, opaqueXattr)
+}
+
+func (p *Plan) writeTree(ctx context.Context, dir, opaqueXattr string) (TreeStats, error) {
 	var stats TreeStats
-	t, err := p.tree()
+	t, err := p.tree(opaqueXattr != "")
 	if err != nil {
 		return stats, err
 	}
@@ -54,7 +70,7 @@ func (p *Plan) WriteTree(ctx context.Context, dir string) (TreeStats, error) {
 		return stats, err
 	}
 	defer root.Close()
-	w := &treeWriter{p: p, root: int(root.Fd()), pfd: -1, buf: make([]byte, 1<<20)}
+	w := &treeWriter{p: p, root: int(root.Fd()), pfd: -1, buf: make([]byte, 1<<20), opaqueXattr: opaqueXattr}
 	defer w.closeParent()
 	var dirs []*treeEntry
 	for _, e := range t.entries {
@@ -86,6 +102,8 @@ type treeWriter struct {
 	pfd  int
 	pdir string
 	buf  []byte
+	// opaqueXattr marks the replaced directories (WriteUpper).
+	opaqueXattr string
 }
 
 func (w *treeWriter) closeParent() {
@@ -298,6 +316,11 @@ func (w *treeWriter) finishDir(e *treeEntry) error {
 	for k, v := range e.st.Xattrs {
 		if err := unix.Fsetxattr(fd, k, v, 0); err != nil {
 			return errors.Wrapf(err, "setting xattr %q", k)
+		}
+	}
+	if e.opaque {
+		if err := unix.Fsetxattr(fd, w.opaqueXattr, []byte("y"), 0); err != nil {
+			return errors.Wrapf(err, "marking the replaced directory opaque (%s)", w.opaqueXattr)
 		}
 	}
 	return w.times(pfd, base, e)

@@ -102,3 +102,52 @@ func TestWriteTree(t *testing.T) {
 		t.Errorf("a file replaced after the walk: %v", err)
 	}
 }
+
+// TestWriteUpper: a directory the container replaced cannot be a tree of its
+// own (WriteTree refuses it), but written as the upper directory of a
+// snapshot on the base it is marked opaque, as overlayfs marks it, with the
+// attribute the mount reads; its new entries and the other changes are
+// written as WriteTree writes them.
+func TestWriteUpper(t *testing.T) {
+	upper := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(upper, "r/sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(upper, "r/sub/new"), []byte("new"), 0o644))
+	must(t, unix.Setxattr(filepath.Join(upper, "r"), "trusted.overlay.opaque", []byte("y"), 0))
+	must(t, unix.Mknod(filepath.Join(upper, "gone"), unix.S_IFCHR, 0))
+	p, _ := streamUpper(t, upper)
+	defer p.Release()
+	if err := p.TreeOK(); err == nil || !strings.Contains(err.Error(), `"r" replaces a directory`) {
+		t.Errorf("TreeOK of a replaced directory: %v", err)
+	}
+	if err := p.UpperOK(); err != nil {
+		t.Fatalf("UpperOK: %v", err)
+	}
+	if _, err := p.WriteTree(context.Background(), t.TempDir()); err == nil {
+		t.Error("WriteTree wrote a replaced directory")
+	}
+	if _, err := p.WriteUpper(context.Background(), t.TempDir(), ""); err == nil {
+		t.Error("WriteUpper with no attribute to mark with")
+	}
+	for _, attr := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
+		// A plan links each file once (a link moves the file's ctime).
+		p, _ := streamUpper(t, upper)
+		defer p.Release()
+		dir := t.TempDir()
+		if _, err := p.WriteUpper(context.Background(), dir, attr); err != nil {
+			t.Fatalf("%s: %v", attr, err)
+		}
+		if v, err := getxattr(filepath.Join(dir, "r"), attr); err != nil || v != "y" {
+			t.Errorf("%s: r is not marked opaque: %q %v", attr, v, err)
+		}
+		if v, err := getxattr(filepath.Join(dir, "r/sub"), attr); err == nil {
+			t.Errorf("%s: r/sub, not replaced, is marked %q", attr, v)
+		}
+		if dt, err := os.ReadFile(filepath.Join(dir, "r/sub/new")); err != nil || string(dt) != "new" {
+			t.Errorf("%s: r/sub/new %q %v", attr, dt, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, "gone"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+			t.Errorf("%s: gone is not a whiteout: %v", attr, err)
+		}
+	}
+}

@@ -39,6 +39,14 @@ func (p *Plan) TreeOK() error {
 	if len(p.rm.opaque) > 0 {
 		return errors.Errorf("%q replaces a directory", p.rm.opaque[0])
 	}
+	return p.UpperOK()
+}
+
+// UpperOK reports why the change set cannot be written as the upper
+// directory of an overlay snapshot on its base (WriteUpper), or nil when it
+// can: what TreeOK asks, but for replaced directories, which the upper
+// directory marks opaque as overlayfs marks them.
+func (p *Plan) UpperOK() error {
 	if len(p.entries) == 0 && len(p.rm.deleted) == 0 {
 		return errors.New("nothing changed")
 	}
@@ -70,6 +78,11 @@ func (p *Plan) TreeOK() error {
 			return errors.Errorf("removed %q comes without its directory", d)
 		}
 	}
+	for _, d := range p.rm.opaque {
+		if !dirs[strings.TrimSuffix(d, "/")] {
+			return errors.Errorf("replaced directory %q is not in the change set", d)
+		}
+	}
 	return nil
 }
 
@@ -88,6 +101,8 @@ type treeEntry struct {
 	e  *planned
 	// link marks a hard link to another entry (st.Linkname).
 	link bool
+	// opaque marks a directory that replaces the base's (WriteUpper).
+	opaque bool
 }
 
 // TreeFS is the streamed change set as the session's view of the tree it
@@ -96,7 +111,7 @@ type treeEntry struct {
 // reader then sees the file end short, and the caller must fail the solve
 // with done's error).
 func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) {
-	t, err := p.tree()
+	t, err := p.tree(false)
 	if err != nil {
 		return nil, err
 	}
@@ -110,8 +125,12 @@ func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) 
 // tree lists the entries of the tree the change set describes, in the
 // transfer's walk order, each hard link after the name that carries its
 // file.
-func (p *Plan) tree() (*treeFS, error) {
-	if err := p.TreeOK(); err != nil {
+func (p *Plan) tree(upper bool) (*treeFS, error) {
+	ok := p.TreeOK
+	if upper {
+		ok = p.UpperOK
+	}
+	if err := ok(); err != nil {
 		return nil, err
 	}
 	t := &treeFS{p: p, byPath: map[string]*treeEntry{}}
@@ -134,6 +153,9 @@ func (p *Plan) tree() (*treeFS, error) {
 			return nil, errors.Errorf("change set: %q is both changed and removed", d)
 		}
 		t.add(&treeEntry{st: &types.Stat{Path: d, Mode: uint32(os.ModeDevice | os.ModeCharDevice)}})
+	}
+	for _, d := range p.rm.opaque {
+		t.byPath[strings.TrimSuffix(d, "/")].opaque = true
 	}
 	// The transfer wants a depth-first walk, siblings in name order.
 	slices.SortFunc(t.entries, func(a, b *treeEntry) int { return fsutil.ComparePath(a.st.Path, b.st.Path) })

@@ -268,7 +268,7 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		parts, oversized = plan.Split(j.maxLayerSize)
 		j.warnOversized(oversized)
 	}
-	if j.Trees != nil && j.opts.Provenance == "" && inPlace(parts) {
+	if j.Trees != nil && j.opts.Provenance == "" && inPlace(parts, j.baseInPlace().Digest != "") {
 		j.offerTrees(c, parts, failed)
 		return c, nil
 	}
@@ -321,18 +321,33 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 }
 
 // inPlace tells whether the parts of a streamed change set can be written
-// in place as trees: the tree form holds them all, and no transfer was
-// asked for by transferEnv.
-func inPlace(parts []*changeset.Plan) bool {
+// in place: the first as the upper directory of a snapshot on the base
+// when onBase (replaced directories marked opaque), the others as trees;
+// and no transfer was asked for by transferEnv.
+func inPlace(parts []*changeset.Plan, onBase bool) bool {
 	if os.Getenv(transferEnv) != "" {
 		return false
 	}
-	for _, p := range parts {
-		if p.TreeOK() != nil {
+	for i, p := range parts {
+		ok := p.TreeOK
+		if i == 0 && onBase {
+			ok = p.UpperOK
+		}
+		if ok() != nil {
 			return false
 		}
 	}
 	return true
+}
+
+// baseInPlace is the base image a change set written in place stands on:
+// the container's image when the engine has its layers in containerd's
+// content store, else none.
+func (j *job) baseInPlace() ocispecs.Descriptor {
+	if tg := j.target; tg.Remote == "" && tg.Manifest.Digest != "" {
+		return tg.Manifest
+	}
+	return ocispecs.Descriptor{}
 }
 
 // offerTrees offers each part to the engine as a tree it writes in place,
@@ -344,17 +359,18 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 	// The first part is written on the base image's layers, the one the
 	// frontend's COMMIT applies it to, when the engine has them in
 	// containerd's content store.
-	var base ocispecs.Descriptor
-	if tg := j.target; tg.Remote == "" && tg.Manifest.Digest != "" {
-		base = tg.Manifest
-	}
+	base := j.baseInPlace()
 	for i, p := range parts {
 		on := base
 		if i > 0 {
 			on = ocispecs.Descriptor{}
 		}
-		ident, w := j.Trees.OfferTree(func(ctx context.Context, dir string) error {
-			if _, err := p.WriteTree(ctx, dir); err != nil {
+		ident, w := j.Trees.OfferTree(func(ctx context.Context, dir, opaqueXattr string) error {
+			write := p.WriteTree
+			if opaqueXattr != "" {
+				write = func(ctx context.Context, dir string) (changeset.TreeStats, error) { return p.WriteUpper(ctx, dir, opaqueXattr) }
+			}
+			if _, err := write(ctx, dir); err != nil {
 				err = errors.Wrapf(err, "reading the changes of %s", j.container)
 				failed(err)
 				return err

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/commit-frontend/commit-frontend/internal/solve"
@@ -29,8 +30,11 @@ import (
 // Fill writes a tree into dir, a new empty directory of a snapshot on the
 // worker's snapshotter (the container's filesystem, where hard links to
 // the container's files can be made). Removals are whiteouts, as
-// overlayfs writes them.
-type Fill func(ctx context.Context, dir string) error
+// overlayfs writes them. opaqueXattr, when not empty, tells that dir is the
+// upper directory of an overlay snapshot on the base, where a directory
+// that replaces the base's is marked opaque with that extended attribute
+// (trusted.overlay.opaque, or user.overlay.opaque on a userxattr mount).
+type Fill func(ctx context.Context, dir, opaqueXattr string) error
 
 // OfferTree offers fill as an LLB source, once: the first solve that reads
 // the source's identifier gets a new snapshot written by fill, with no
@@ -159,7 +163,7 @@ func writeMounted(ctx context.Context, m cache.MutableRef, fill Fill) error {
 	if err != nil {
 		return err
 	}
-	err = fill(ctx, dir)
+	err = fill(ctx, dir, "")
 	if uerr := lm.Unmount(); err == nil {
 		err = uerr
 	}
@@ -193,7 +197,15 @@ func (t *trees) writeUpper(ctx context.Context, parent cache.ImmutableRef, m cac
 	if err != nil {
 		return errors.Wrap(err, "the change set's snapshot is not an overlay on its base")
 	}
-	return fill(ctx, dir)
+	// overlayfs reads the marks of a userxattr mount (rootless) in the
+	// user namespace, the others in the trusted one.
+	opaque := "trusted.overlay.opaque"
+	for _, m := range upperMounts {
+		if slices.Contains(m.Options, "userxattr") {
+			opaque = "user.overlay.opaque"
+		}
+	}
+	return fill(ctx, dir, opaque)
 }
 
 // image is the worker's cache record of the image of manifest: its

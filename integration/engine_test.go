@@ -228,6 +228,54 @@ func TestEngineCacheBounded(t *testing.T) {
 	}
 }
 
+// TestEngineReplacedDirectory: a container that replaced a directory of its
+// base (removed it and made it again, as package managers and pip do) is
+// still written in place through the engine — the directory marked opaque
+// in the upper directory on the base, as overlayfs marks it — and the layer
+// is the one the tar transfer gives, entry for entry; the image is the
+// container.
+func TestEngineReplacedDirectory(t *testing.T) {
+	const ns = "engine-replaced"
+	ct := startContainer(t, ns, "overlayfs", "replaced-1", "rm -rf /etc && mkdir /etc && echo new > /etc/only && "+
+		"dd if=/dev/urandom of=/etc/big bs=1M count=4 2>/dev/null && mkdir -p /srv && echo s > /srv/s && rm /bin/vi", true)
+	layer := func(ref string, engineRoot string) (map[string]layerEntry, string) {
+		t.Helper()
+		md := filepath.Join(t.TempDir(), "md.json")
+		args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "replaced-1", ref)...)
+		if engineRoot != "" {
+			if r := runEngine(t, engineRoot, args...); r.err != nil {
+				t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
+			}
+		} else {
+			cf(t, "", args...)
+		}
+		var meta map[string]any
+		dt, err := os.ReadFile(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJSON(t, dt, &meta)
+		m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
+		l := m.Layers[len(m.Layers)-1]
+		transfer, _ := meta["commit-frontend.transfer"].(string)
+		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType)), transfer
+	}
+	link, transfer := layer("example.com/replaced:link", t.TempDir())
+	if transfer != "link" {
+		t.Errorf("a replaced directory through the engine: %q, want it written in place (link)", transfer)
+	}
+	diffTrees(t, "image vs container (replaced directory, engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/replaced:link", "overlayfs"))
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
+	tar, transfer := layer("example.com/replaced:tar", "")
+	if transfer != "tar" {
+		t.Fatalf("crossed as %q with COMMIT_FRONTEND_TRANSFER=tar", transfer)
+	}
+	if _, ok := link["etc/only"]; !ok {
+		t.Errorf("etc/only is not in the layer: %q", keys(link))
+	}
+	sameLayer(t, "link", link, "tar", tar)
+}
+
 // TestEngineStartFails: an engine whose start fails (its worker's state
 // directory is a file) fails the commit with the reason, before the
 // container is paused or anything is written: the container runs on, and

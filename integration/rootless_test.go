@@ -22,7 +22,8 @@ import (
 // running: the CLI enters rootless containerd's namespaces as nerdctl does,
 // runs the engine there with its state under the user's $XDG_DATA_HOME, and
 // the image holds the container's files with the owners the container sees
-// (not the host's subordinate IDs). A build runs its RUN step there too. A
+// (not the host's subordinate IDs), written in place, a replaced directory
+// with it. A build runs its RUN step there too. A
 // container the user may not freeze is refused with a word on --pause=false,
 // and left running.
 func TestRootlessCommit(t *testing.T) {
@@ -84,7 +85,8 @@ func TestRootlessCommit(t *testing.T) {
 	defer removeCgroup()
 	id := "rootless-1"
 	if out, err := inside("ctr", "run", "-d", "--cgroup", cgroup+"/"+id, "docker.io/library/busybox:latest", id, "sh", "-c",
-		"echo hi > /hi; mkdir -p /srv; echo secret > /srv/owned; chown 33:44 /srv/owned; chmod 640 /srv/owned; rm /bin/vi; touch /ready; exec sleep 3600"); err != nil {
+		"echo hi > /hi; mkdir -p /srv; echo secret > /srv/owned; chown 33:44 /srv/owned; chmod 640 /srv/owned; rm /bin/vi; "+
+			"rm -rf /etc; mkdir /etc; echo replaced > /etc/only; touch /ready; exec sleep 3600"); err != nil {
 		t.Fatalf("ctr run: %v: %s", err, out)
 	}
 	defer inside("ctr", "tasks", "kill", "-s", "KILL", id)
@@ -109,6 +111,9 @@ func TestRootlessCommit(t *testing.T) {
 	}
 	if dt, err := os.ReadFile(md); err != nil || !strings.Contains(string(dt), `"commit-frontend.paused"`) || strings.Contains(string(dt), `"commit-frontend.paused": "0s"`) {
 		t.Errorf("the metadata file says no pause: %s %v", dt, err)
+	} else if !strings.Contains(string(dt), `"commit-frontend.transfer": "link"`) {
+		// The replaced /etc too: marked opaque as a userxattr mount reads it.
+		t.Errorf("not written in place: %s", dt)
 	}
 	// The engine's state is the user's; the locks are in its runtime
 	// directory.
