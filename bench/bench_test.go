@@ -220,6 +220,24 @@ var changes = []change{
 		}
 		return nil
 	}},
+	// 10,000 files of 512 bytes in a directory of the base the container
+	// removed and made again (as pip and npm replace a package's): overlayfs
+	// marks it opaque.
+	{"dir-replaced", func(root string) error {
+		d := filepath.Join(root, "data", "0")
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+		for i := 0; i < 10_000; i++ {
+			if err := writeRandom(filepath.Join(d, strconv.Itoa(i)), 512, uint64(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 	{"1GiB", func(root string) error {
 		for i := 0; i < 8; i++ {
 			if err := writeRandom(filepath.Join(root, "big-"+strconv.Itoa(i)), 128<<20, uint64(i)); err != nil {
