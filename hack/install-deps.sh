@@ -4,7 +4,15 @@
 # modules (buildkitd, buildctl, containerd, ctr, the runc shim, a registry, buildx, dockerd, and the docker CLI where the machine has none).
 # Binaries are cached under $CF_BIN (default ~/.cache/commit-frontend/bin) by version,
 # so a second run costs nothing. Prints the bin directory on its last line.
+#
+#   bash hack/install-deps.sh             # everything the tests and benchmarks run
+#   bash hack/install-deps.sh containerd  # what the demo runs: runc, busybox-static, containerd
 set -euo pipefail
+only=${1:-}
+case "$only" in
+  ""|containerd) ;;
+  *) echo "install-deps.sh: unknown set $only (want containerd, or nothing for everything)" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
 CF_BIN=${CF_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/commit-frontend/bin}
@@ -13,10 +21,12 @@ mkdir -p "$CF_BIN"
 need_pkgs=()
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
-# Rootless containerd, as nerdctl's containerd-rootless.sh runs it.
-command -v rootlesskit >/dev/null 2>&1 || need_pkgs+=(rootlesskit)
-command -v slirp4netns >/dev/null 2>&1 || need_pkgs+=(slirp4netns)
-command -v newuidmap >/dev/null 2>&1 || need_pkgs+=(uidmap)
+if [ -z "$only" ]; then
+  # Rootless containerd, as nerdctl's containerd-rootless.sh runs it.
+  command -v rootlesskit >/dev/null 2>&1 || need_pkgs+=(rootlesskit)
+  command -v slirp4netns >/dev/null 2>&1 || need_pkgs+=(slirp4netns)
+  command -v newuidmap >/dev/null 2>&1 || need_pkgs+=(uidmap)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -49,6 +59,12 @@ build() {
   touch "$CF_BIN/.$stamp-$ver"
 }
 
+if [ "$only" = containerd ]; then
+  build github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" containerd "no_btrfs no_devmapper no_zfs" \
+    ./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2
+  echo "$CF_BIN"
+  exit 0
+fi
 build github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" containerd "no_btrfs no_devmapper no_zfs" \
   ./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2 &
 p1=$!
