@@ -368,7 +368,9 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 		ident, w := j.Trees.OfferTree(func(ctx context.Context, dir, opaqueXattr string) error {
 			write := p.WriteTree
 			if opaqueXattr != "" {
-				write = func(ctx context.Context, dir string) (changeset.TreeStats, error) { return p.WriteUpper(ctx, dir, opaqueXattr) }
+				write = func(ctx context.Context, dir string) (changeset.TreeStats, error) {
+					return p.WriteUpper(ctx, dir, opaqueXattr)
+				}
 			}
 			if _, err := write(ctx, dir); err != nil {
 				err = errors.Wrapf(err, "reading the changes of %s", j.container)
