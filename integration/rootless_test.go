@@ -199,6 +199,14 @@ func TestRootlessCommit(t *testing.T) {
 		t.Errorf("run of the build: %q %v", out, err)
 	}
 
+	// The engine's cache, the user's: du shows it, prune empties it.
+	if res := user("commit-frontend", "du"); res.err != nil || !strings.Contains(res.stdout, "Total:") || strings.Count(res.stdout, "\n") < 4 {
+		t.Errorf("du as %s: %v\n%s%s", testenv.RootlessUser, res.err, res.stdout, res.stderr)
+	}
+	if res := user("commit-frontend", "prune", "--all"); res.err != nil || !strings.Contains(res.stdout, "Total:") {
+		t.Errorf("prune as %s: %v\n%s%s", testenv.RootlessUser, res.err, res.stdout, res.stderr)
+	}
+
 	// A container whose freezer the user may not write: refused, running.
 	if err := revokeFreeze(cgroup + "/" + id); err != nil {
 		t.Fatal(err)
