@@ -151,3 +151,37 @@ func TestWriteUpper(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTreeLocal: file capabilities and names that are not UTF-8 cannot
+// cross the session as a tree (TreeOK), but a local write keeps them
+// (LocalOK, WriteTree): the capability set after the owner, the name as
+// its bytes.
+func TestWriteTreeLocal(t *testing.T) {
+	upper := t.TempDir()
+	capV := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	must(t, os.WriteFile(filepath.Join(upper, "ping"), []byte("ping"), 0o755))
+	must(t, os.Link(filepath.Join(upper, "ping"), filepath.Join(upper, "ping2")))
+	must(t, unix.Lsetxattr(filepath.Join(upper, "ping"), "security.capability", capV, 0))
+	must(t, os.WriteFile(filepath.Join(upper, "latin1-\xe9t\xe9"), []byte("l"), 0o644))
+	p, _ := streamUpper(t, upper)
+	defer p.Release()
+	if err := p.TreeOK(); err == nil {
+		t.Error("TreeOK accepts file capabilities and a name that is not UTF-8")
+	}
+	if err := p.LocalOK(); err != nil {
+		t.Fatalf("LocalOK: %v", err)
+	}
+	dir := t.TempDir()
+	if _, err := p.WriteTree(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	// Two names: a copy, its capability set again after the owner.
+	for _, n := range []string{"ping", "ping2"} {
+		if v, err := getxattr(filepath.Join(dir, n), "security.capability"); err != nil || v != string(capV) {
+			t.Errorf("%s: capability %q %v", n, v, err)
+		}
+	}
+	if dt, err := os.ReadFile(filepath.Join(dir, "latin1-\xe9t\xe9")); err != nil || string(dt) != "l" {
+		t.Errorf("latin1 name: %q %v", dt, err)
+	}
+}

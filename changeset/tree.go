@@ -33,30 +33,38 @@ const capabilityXattr = "security.capability"
 // or nil when it can: it must have at least one
 // change, no replaced directory (a transferred directory cannot say it
 // hides the one below), no name that is not UTF-8 (the session's messages
-// are protocol buffers), no file capabilities, and every entry's parent
+// are protocol buffers), no file capabilities (the session's transfer sets
+// them before the owner, and a chown drops them), and every entry's parent
 // directory in the change set.
-func (p *Plan) TreeOK() error {
-	if len(p.rm.opaque) > 0 {
-		return errors.Errorf("%q replaces a directory", p.rm.opaque[0])
-	}
-	return p.UpperOK()
-}
+func (p *Plan) TreeOK() error { return p.check(false, false) }
+
+// LocalOK reports why the change set cannot be written as a tree by this
+// process (WriteTree), or nil: what TreeOK asks, but for names and file
+// capabilities, which a local write keeps.
+func (p *Plan) LocalOK() error { return p.check(false, true) }
 
 // UpperOK reports why the change set cannot be written as the upper
 // directory of an overlay snapshot on its base (WriteUpper), or nil when it
-// can: what TreeOK asks, but for replaced directories, which the upper
+// can: what LocalOK asks, but for replaced directories, which the upper
 // directory marks opaque as overlayfs marks them.
-func (p *Plan) UpperOK() error {
+func (p *Plan) UpperOK() error { return p.check(true, true) }
+
+// check is TreeOK, with replaced directories where replaced, and with any
+// names and file capabilities where local.
+func (p *Plan) check(replaced, local bool) error {
+	if len(p.rm.opaque) > 0 && !replaced {
+		return errors.Errorf("%q replaces a directory", p.rm.opaque[0])
+	}
 	if len(p.entries) == 0 && len(p.rm.deleted) == 0 {
 		return errors.New("nothing changed")
 	}
 	dirs := map[string]bool{"": true}
 	for _, e := range p.entries {
 		name := strings.TrimSuffix(e.h.Name, "/")
-		if !utf8.ValidString(name) || !utf8.ValidString(e.h.Linkname) {
+		if !local && (!utf8.ValidString(name) || !utf8.ValidString(e.h.Linkname)) {
 			return errors.Errorf("%q is not UTF-8", name)
 		}
-		if _, ok := e.h.PAXRecords["SCHILY.xattr."+capabilityXattr]; ok {
+		if _, ok := e.h.PAXRecords["SCHILY.xattr."+capabilityXattr]; ok && !local {
 			return errors.Errorf("%q has file capabilities", name)
 		}
 		if e.h.Typeflag == tar.TypeDir {
@@ -71,7 +79,7 @@ func (p *Plan) UpperOK() error {
 	}
 	for _, d := range p.rm.deleted {
 		d = strings.TrimSuffix(d, "/")
-		if !utf8.ValidString(d) {
+		if !local && !utf8.ValidString(d) {
 			return errors.Errorf("removed %q is not UTF-8", d)
 		}
 		if !dirs[parentDir(d)] {
@@ -111,7 +119,7 @@ type treeEntry struct {
 // reader then sees the file end short, and the caller must fail the solve
 // with done's error).
 func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) {
-	t, err := p.tree(false)
+	t, err := p.tree(p.TreeOK)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +133,9 @@ func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) 
 // tree lists the entries of the tree the change set describes, in the
 // transfer's walk order, each hard link after the name that carries its
 // file.
-func (p *Plan) tree(upper bool) (*treeFS, error) {
-	ok := p.TreeOK
-	if upper {
-		ok = p.UpperOK
-	}
+// tree is the change set's tree, once ok (TreeOK, LocalOK or UpperOK)
+// accepts it.
+func (p *Plan) tree(ok func() error) (*treeFS, error) {
 	if err := ok(); err != nil {
 		return nil, err
 	}

@@ -276,6 +276,58 @@ func TestEngineReplacedDirectory(t *testing.T) {
 	sameLayer(t, "link", link, "tar", tar)
 }
 
+// TestEngineHostileChanges commits through the engine a running container
+// changed with everything a layer must keep and a container may try (file
+// capabilities, names that are not UTF-8, escaping symlinks, devices, a
+// sparse file, hard links, a replaced directory): written in place all the
+// same, the layer entry for entry the tar transfer's, the image the
+// container's, whole after containerd collects its garbage, and it runs.
+func TestEngineHostileChanges(t *testing.T) {
+	const ns = "engine-hostile"
+	ct := startContainer(t, ns, "overlayfs", "hostile-1", "echo changed > /motd; touch /ready; exec sleep 3600", false)
+	hostileChanges(t, ct.root(t))
+	layer := func(ref string, engineRoot string) (map[string]layerEntry, string) {
+		t.Helper()
+		md := filepath.Join(t.TempDir(), "md.json")
+		args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "hostile-1", ref)...)
+		if engineRoot != "" {
+			if r := runEngine(t, engineRoot, args...); r.err != nil {
+				t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
+			}
+		} else {
+			cf(t, "", args...)
+		}
+		var meta map[string]any
+		dt, err := os.ReadFile(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJSON(t, dt, &meta)
+		m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
+		l := m.Layers[len(m.Layers)-1]
+		transfer, _ := meta["commit-frontend.transfer"].(string)
+		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType)), transfer
+	}
+	link, transfer := layer("example.com/hostile:link", t.TempDir())
+	if transfer != "link" {
+		t.Errorf("through the engine: %q, want it written in place (link)", transfer)
+	}
+	if st := ct.status(t); st != containerd.Running {
+		t.Errorf("the container is %v after the commit", st)
+	}
+	if e, ok := link["fidelity/ping"]; !ok || e.Header.PAXRecords["SCHILY.xattr.security.capability"] == "" {
+		t.Errorf("fidelity/ping lost its file capabilities: %+v", e.Header)
+	}
+	diffTrees(t, "image vs container (engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/hostile:link", "overlayfs"))
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
+	tar, _ := layer("example.com/hostile:tar", "")
+	sameLayer(t, "link", link, "tar", tar)
+	collectGarbage(t, ct)
+	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/hostile:link", "hostile-run", "cat", "/fidelity/owned", "/etc/only-new"); err != nil || out != "owned by 1000\nnew etc" {
+		t.Errorf("run after a GC: %q %v", out, err)
+	}
+}
+
 // TestEngineStartFails: an engine whose start fails (its worker's state
 // directory is a file) fails the commit with the reason, before the
 // container is paused or anything is written: the container runs on, and
