@@ -362,32 +362,16 @@ func TestCommitTransferTree(t *testing.T) {
 	engineRoot := t.TempDir()
 	layer := func(transfer, ref string) map[string]layerEntry {
 		t.Helper()
-		md := filepath.Join(t.TempDir(), "md.json")
-		args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "transfer", ref)...)
+		root := ""
 		if transfer == "link" {
 			// The engine in the CLI writes the tree in place.
-			if r := runEngine(t, engineRoot, args...); r.err != nil {
-				t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
-			}
-		} else {
-			cf(t, "", args...)
+			root = engineRoot
 		}
-		var meta map[string]any
-		dt, err := os.ReadFile(md)
-		if err != nil {
-			t.Fatal(err)
+		l, got := commitLayer(t, ct, "transfer", ref, root)
+		if got != transfer {
+			t.Errorf("%s: crossed as %v", ref, got)
 		}
-		mustJSON(t, dt, &meta)
-		if meta["commit-frontend.transfer"] != transfer {
-			t.Errorf("%s: crossed as %v", ref, meta["commit-frontend.transfer"])
-		}
-		img, err := ct.c.ImageService().Get(context.Background(), ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := imageManifest(t, ct.c, img)
-		l := m.Layers[len(m.Layers)-1]
-		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType))
+		return l
 	}
 	tree := layer("tree", "example.com/transfer:tree")
 	link := layer("link", "example.com/transfer:link")

@@ -228,6 +228,33 @@ func TestEngineCacheBounded(t *testing.T) {
 	}
 }
 
+// commitLayer commits container ct as ref — through the engine in the CLI
+// with its state in engineRoot, or through the test buildkitd with none —
+// and returns the image's new layer by path and how the change set went
+// (the metadata file's commit-frontend.transfer).
+func commitLayer(t *testing.T, ct *container, id, ref, engineRoot string) (map[string]layerEntry, string) {
+	t.Helper()
+	md := filepath.Join(t.TempDir(), "md.json")
+	args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ct.ns), id, ref)...)
+	if engineRoot != "" {
+		if r := runEngine(t, engineRoot, args...); r.err != nil {
+			t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
+		}
+	} else {
+		cf(t, "", args...)
+	}
+	var meta map[string]any
+	dt, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustJSON(t, dt, &meta)
+	m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
+	l := m.Layers[len(m.Layers)-1]
+	transfer, _ := meta["commit-frontend.transfer"].(string)
+	return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType)), transfer
+}
+
 // TestEngineReplacedDirectory: a container that replaced a directory of its
 // base (removed it and made it again, as package managers and pip do) is
 // still written in place through the engine — the directory marked opaque
@@ -238,27 +265,9 @@ func TestEngineReplacedDirectory(t *testing.T) {
 	const ns = "engine-replaced"
 	ct := startContainer(t, ns, "overlayfs", "replaced-1", "rm -rf /etc && mkdir /etc && echo new > /etc/only && "+
 		"dd if=/dev/urandom of=/etc/big bs=1M count=4 2>/dev/null && mkdir -p /srv && echo s > /srv/s && rm /bin/vi", true)
-	layer := func(ref string, engineRoot string) (map[string]layerEntry, string) {
+	layer := func(ref, engineRoot string) (map[string]layerEntry, string) {
 		t.Helper()
-		md := filepath.Join(t.TempDir(), "md.json")
-		args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "replaced-1", ref)...)
-		if engineRoot != "" {
-			if r := runEngine(t, engineRoot, args...); r.err != nil {
-				t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
-			}
-		} else {
-			cf(t, "", args...)
-		}
-		var meta map[string]any
-		dt, err := os.ReadFile(md)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustJSON(t, dt, &meta)
-		m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
-		l := m.Layers[len(m.Layers)-1]
-		transfer, _ := meta["commit-frontend.transfer"].(string)
-		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType)), transfer
+		return commitLayer(t, ct, "replaced-1", ref, engineRoot)
 	}
 	link, transfer := layer("example.com/replaced:link", t.TempDir())
 	if transfer != "link" {
@@ -286,27 +295,9 @@ func TestEngineHostileChanges(t *testing.T) {
 	const ns = "engine-hostile"
 	ct := startContainer(t, ns, "overlayfs", "hostile-1", "echo changed > /motd; touch /ready; exec sleep 3600", false)
 	hostileChanges(t, ct.root(t))
-	layer := func(ref string, engineRoot string) (map[string]layerEntry, string) {
+	layer := func(ref, engineRoot string) (map[string]layerEntry, string) {
 		t.Helper()
-		md := filepath.Join(t.TempDir(), "md.json")
-		args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ns), "hostile-1", ref)...)
-		if engineRoot != "" {
-			if r := runEngine(t, engineRoot, args...); r.err != nil {
-				t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
-			}
-		} else {
-			cf(t, "", args...)
-		}
-		var meta map[string]any
-		dt, err := os.ReadFile(md)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustJSON(t, dt, &meta)
-		m := imageManifest(t, ct.c, mustImage(t, ct.c, ref))
-		l := m.Layers[len(m.Layers)-1]
-		transfer, _ := meta["commit-frontend.transfer"].(string)
-		return layerEntries(t, decompress(t, readBlob(t, ct.c, l), l.MediaType)), transfer
+		return commitLayer(t, ct, "hostile-1", ref, engineRoot)
 	}
 	link, transfer := layer("example.com/hostile:link", t.TempDir())
 	if transfer != "link" {

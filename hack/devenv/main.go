@@ -38,14 +38,8 @@ func main() {
 func run(dir, debugAddr string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if dir == "" {
-		d, err := os.MkdirTemp("", "commit-frontend-env-")
-		if err != nil {
-			return err
-		}
-		dir = d
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := envDir(dir)
+	if err != nil {
 		return err
 	}
 	reg, err := testenv.StartRegistry(dir)
@@ -88,14 +82,8 @@ func run(dir, debugAddr string) error {
 func runContainerdOnly(dir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if dir == "" {
-		d, err := os.MkdirTemp("", "commit-frontend-env-")
-		if err != nil {
-			return err
-		}
-		dir = d
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := envDir(dir)
+	if err != nil {
 		return err
 	}
 	ctrd, err := testenv.StartContainerd(ctx, dir)
@@ -130,4 +118,12 @@ func writeEnv(dir, env string) error {
 		return err
 	}
 	return os.Rename(envFile+".tmp", envFile)
+}
+
+// envDir makes the environment's directory: dir, or a new temporary one.
+func envDir(dir string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", "commit-frontend-env-")
+	}
+	return dir, os.MkdirAll(dir, 0o700)
 }
