@@ -207,6 +207,13 @@ func TestRootlessCommit(t *testing.T) {
 		t.Errorf("prune as %s: %v\n%s%s", testenv.RootlessUser, res.err, res.stdout, res.stderr)
 	}
 
+	// With no rootless containerd to enter, root's containerd refuses the
+	// user, who is told what to run.
+	res = user("env", "XDG_RUNTIME_DIR="+t.TempDir(), "commit-frontend", "commit", "--address", env.ctrd.Addr, id, "example.com/rootless:root")
+	if res.err == nil || !strings.Contains(res.stderr, "containerd-rootless-setuptool.sh install") {
+		t.Errorf("a user's commit on root's containerd: %v\n%s", res.err, res.stderr)
+	}
+
 	// A container whose freezer the user may not write: refused, running.
 	if err := revokeFreeze(cgroup + "/" + id); err != nil {
 		t.Fatal(err)

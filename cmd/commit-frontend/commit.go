@@ -180,7 +180,7 @@ func runCommit(cmd *cobra.Command, f commitFlags, ctr, ref string) error {
 	}
 	defer cc.Close()
 	if _, err := cc.Version(ctx); err != nil {
-		return errors.Wrapf(err, "containerd at %s does not answer", f.address)
+		return containerdUnanswered(f.address, err)
 	}
 	warnf := warnTo(cmd)
 	var bk *bkclient.Client

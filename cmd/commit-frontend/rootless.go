@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 
 	"github.com/containerd/nerdctl/v2/pkg/rootlessutil"
 	"github.com/pkg/errors"
@@ -31,4 +32,14 @@ func enterRootless(cmd *cobra.Command) error {
 	// The host gateway is for nerdctl's containers' /etc/hosts: none here.
 	err := rootlessutil.ParentMain("")
 	return errors.Wrapf(err, "entering rootless containerd's namespaces (as user %d)", os.Geteuid())
+}
+
+// containerdUnanswered is the error of a containerd at address that did
+// not answer; a user who is not root and may not reach its socket is told
+// what to run instead.
+func containerdUnanswered(address string, err error) error {
+	if os.Geteuid() != 0 && strings.Contains(err.Error(), "permission denied") {
+		return errors.Errorf("containerd at %s does not answer user %d (%v): commit as root, or run rootless containerd (containerd-rootless-setuptool.sh install), whose namespaces commit-frontend enters as nerdctl does", address, os.Geteuid(), err)
+	}
+	return errors.Wrapf(err, "containerd at %s does not answer", address)
 }
