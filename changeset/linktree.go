@@ -33,7 +33,7 @@ type TreeStats struct {
 	Copied int64
 }
 
-// WriteTree writes the tree the change set describes (LocalOK must accept
+// WriteTree writes the tree the change set describes (TreeOK must accept
 // it) into dir, a new empty directory the caller owns: every entry with
 // its owner, mode, times and extended attributes, every removal as a
 // whiteout (the 0/0 character device overlayfs writes), and each regular
@@ -61,7 +61,7 @@ func (p *Plan) WriteUpper(ctx context.Context, dir, opaqueXattr string) (TreeSta
 
 func (p *Plan) writeTree(ctx context.Context, dir, opaqueXattr string) (TreeStats, error) {
 	var stats TreeStats
-	ok := p.LocalOK
+	ok := p.TreeOK
 	if opaqueXattr != "" {
 		ok = p.UpperOK
 	}

@@ -152,11 +152,12 @@ func TestWriteUpper(t *testing.T) {
 	}
 }
 
-// TestWriteTreeLocal: file capabilities and names that are not UTF-8 cannot
-// cross the session as a tree (TreeOK), but a local write keeps them
-// (LocalOK, WriteTree): the capability set after the owner, the name as
+// TestWriteUpperLocal: file capabilities and names that are not UTF-8
+// cannot cross the session as a tree (TreeOK), nor go into a tree of their
+// own (WriteTree), but the upper directory on the base keeps them
+// (UpperOK, WriteUpper): the capability set after the owner, the name as
 // its bytes.
-func TestWriteTreeLocal(t *testing.T) {
+func TestWriteUpperLocal(t *testing.T) {
 	upper := t.TempDir()
 	capV := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	must(t, os.WriteFile(filepath.Join(upper, "ping"), []byte("ping"), 0o755))
@@ -168,11 +169,14 @@ func TestWriteTreeLocal(t *testing.T) {
 	if err := p.TreeOK(); err == nil {
 		t.Error("TreeOK accepts file capabilities and a name that is not UTF-8")
 	}
-	if err := p.LocalOK(); err != nil {
-		t.Fatalf("LocalOK: %v", err)
+	if _, err := p.WriteTree(context.Background(), t.TempDir()); err == nil {
+		t.Error("WriteTree wrote file capabilities and a name that is not UTF-8")
+	}
+	if err := p.UpperOK(); err != nil {
+		t.Fatalf("UpperOK: %v", err)
 	}
 	dir := t.TempDir()
-	if _, err := p.WriteTree(context.Background(), dir); err != nil {
+	if _, err := p.WriteUpper(context.Background(), dir, "trusted.overlay.opaque"); err != nil {
 		t.Fatal(err)
 	}
 	// Two names: a copy, its capability set again after the owner.

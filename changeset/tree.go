@@ -38,15 +38,12 @@ const capabilityXattr = "security.capability"
 // directory in the change set.
 func (p *Plan) TreeOK() error { return p.check(false, false) }
 
-// LocalOK reports why the change set cannot be written as a tree by this
-// process (WriteTree), or nil: what TreeOK asks, but for names and file
-// capabilities, which a local write keeps.
-func (p *Plan) LocalOK() error { return p.check(false, true) }
-
 // UpperOK reports why the change set cannot be written as the upper
 // directory of an overlay snapshot on its base (WriteUpper), or nil when it
-// can: what LocalOK asks, but for replaced directories, which the upper
-// directory marks opaque as overlayfs marks them.
+// can: what TreeOK asks, but for replaced directories, which the upper
+// directory marks opaque as overlayfs marks them, and for names and file
+// capabilities, which a write by this process keeps (it sets extended
+// attributes after the owner) and the snapshot's layer takes as they are.
 func (p *Plan) UpperOK() error { return p.check(true, true) }
 
 // check is TreeOK, with replaced directories where replaced, and with any
@@ -132,9 +129,7 @@ func (p *Plan) TreeFS(ctx context.Context, done func(error)) (fsutil.FS, error) 
 
 // tree lists the entries of the tree the change set describes, in the
 // transfer's walk order, each hard link after the name that carries its
-// file.
-// tree is the change set's tree, once ok (TreeOK, LocalOK or UpperOK)
-// accepts it.
+// file, once ok (TreeOK or UpperOK) accepts it.
 func (p *Plan) tree(ok func() error) (*treeFS, error) {
 	if err := ok(); err != nil {
 		return nil, err

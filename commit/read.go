@@ -322,14 +322,15 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 
 // inPlace tells whether the parts of a streamed change set can be written
 // in place by this process: the first as the upper directory of a snapshot
-// on the base when onBase (replaced directories marked opaque), the others
-// as trees; and no transfer was asked for by transferEnv.
+// on the base when onBase (replaced directories marked opaque, file
+// capabilities and any names kept), the others as trees; and no transfer
+// was asked for by transferEnv.
 func inPlace(parts []*changeset.Plan, onBase bool) bool {
 	if os.Getenv(transferEnv) != "" {
 		return false
 	}
 	for i, p := range parts {
-		ok := p.LocalOK
+		ok := p.TreeOK
 		if i == 0 && onBase {
 			ok = p.UpperOK
 		}
