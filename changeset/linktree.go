@@ -2,6 +2,7 @@ package changeset
 
 import (
 	"context"
+	"io"
 	"os"
 	"path"
 	"strings"
@@ -222,11 +223,21 @@ func (w *treeWriter) write(e *treeEntry, stats *TreeStats) error {
 	}
 	f := os.NewFile(uintptr(fd), st.Path)
 	defer f.Close()
-	if e.e != nil {
+	switch {
+	case e.e != nil:
 		if err := w.p.copyFile(f, *e.e, w.buf); err != nil {
 			return err
 		}
 		stats.Copied += st.Size
+	case e.r != nil:
+		n, err := io.CopyBuffer(f, io.LimitReader(e.r, st.Size), w.buf)
+		if err != nil {
+			return err
+		}
+		if n != st.Size {
+			return errors.Errorf("%d bytes of %d", n, st.Size)
+		}
+		stats.Copied += n
 	}
 	if err := w.owner(pfd, base, e); err != nil {
 		return err

@@ -108,6 +108,9 @@ type treeEntry struct {
 	link bool
 	// opaque marks a directory that replaces the base's (WriteUpper).
 	opaque bool
+	// r, when set, holds a regular file's contents (a staged change set's
+	// tar, WriteStagedUpper).
+	r io.Reader
 }
 
 // TreeFS is the streamed change set as the session's view of the tree it

@@ -205,7 +205,10 @@ type Result struct {
 	Paused time.Duration
 	// Transfer is how the change set crossed the session: "tree" (the
 	// entries themselves, whiteouts for removals) or "tar" (a tar BuildKit
-	// extracts); "" without a change set.
+	// extracts); or how the engine in this process wrote it in place:
+	// "link" (hard links to the container's files) or "staged" (from the
+	// commit's own copy of a container that went on running); "" without
+	// a change set.
 	Transfer string
 	// Secrets are the credentials the scan found in the change set.
 	Secrets []changeset.Secret

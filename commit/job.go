@@ -156,6 +156,8 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 	res := &Result{}
 	// linked is a change set whose files are the container's inodes.
 	var linked *changes
+	// onBase is a change set written in place on the base.
+	onBase := false
 	if tg.Snapshot != "" {
 		cs, err := j.readChanges(l.Context(), exporter.Record(so.Exports), func(err error) { stopSolve(err) })
 		if err != nil {
@@ -185,7 +187,13 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 			for i := range cs.sources[1:] {
 				fo.CommitParts = append(fo.CommitParts, fmt.Sprintf("%s-part-%d", local, i+2))
 			}
+			// Linked to the container's files, or copied from a staged
+			// change set (a container that went on running).
 			res.Transfer = "link"
+			if !cs.linked {
+				res.Transfer = "staged"
+			}
+			onBase = cs.onBase
 		} else {
 			dirs[local] = cs.fs
 			for i, part := range cs.parts {
@@ -212,7 +220,7 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 			}
 		}
 	}
-	if linked != nil && linked.onBase {
+	if onBase {
 		// The one record the solve makes is the change set written in
 		// place, on the base: the engine's, whose state no other process
 		// uses meanwhile.

@@ -225,6 +225,11 @@ func (j *job) readChanges(ctx context.Context, layerRecord string, failed func(e
 		if len(parts) == 0 {
 			parts = []string{dir}
 		}
+		if base := j.baseInPlace(); j.Trees != nil && j.opts.Provenance == "" && os.Getenv(transferEnv) == "" &&
+			base.Digest != "" && len(parts) == 1 && len(j.volumes) == 0 && changeset.Overlay(mounts) {
+			j.offerStaged(c, parts[0], base, failed)
+			return c, nil
+		}
 		for _, p := range parts {
 			fs, err := fsutil.NewFS(p)
 			if err != nil {
@@ -391,6 +396,27 @@ func (j *job) offerTrees(c *changes, parts []*changeset.Plan, failed func(error)
 		for _, w := range withdraw {
 			w()
 		}
+		remove()
+	}
+}
+
+// offerStaged offers a staged change set (the commit's own copy of a
+// container that went on running) to the engine, written into the upper
+// directory of a snapshot on the base: nothing crosses a session.
+func (j *job) offerStaged(c *changes, staged string, base ocispecs.Descriptor, failed func(error)) {
+	ident, withdraw := j.Trees.OfferTree(func(ctx context.Context, dir, opaqueXattr string) error {
+		if _, err := changeset.WriteStagedUpper(ctx, staged, dir, opaqueXattr); err != nil {
+			err = errors.Wrapf(err, "writing the changes of %s", j.container)
+			failed(err)
+			return err
+		}
+		return nil
+	}, base)
+	c.sources = []string{ident}
+	c.onBase = true
+	remove := c.remove
+	c.remove = func() {
+		withdraw()
 		remove()
 	}
 }

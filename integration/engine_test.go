@@ -228,14 +228,14 @@ func TestEngineCacheBounded(t *testing.T) {
 	}
 }
 
-// commitLayer commits container ct as ref — through the engine in the CLI
-// with its state in engineRoot, or through the test buildkitd with none —
-// and returns the image's new layer by path and how the change set went
+// commitLayer commits container ct as ref, with flags — through the engine
+// in the CLI with its state in engineRoot, or through the test buildkitd
+// with none — and returns the image's new layer by path and how the change set went
 // (the metadata file's commit-frontend.transfer).
-func commitLayer(t *testing.T, ct *container, id, ref, engineRoot string) (map[string]layerEntry, string) {
+func commitLayer(t *testing.T, ct *container, id, ref, engineRoot string, flags ...string) (map[string]layerEntry, string) {
 	t.Helper()
 	md := filepath.Join(t.TempDir(), "md.json")
-	args := append([]string{"commit", "--metadata-file", md}, append(ctrArgs(ct.ns), id, ref)...)
+	args := append(append([]string{"commit", "--metadata-file", md}, flags...), append(ctrArgs(ct.ns), id, ref)...)
 	if engineRoot != "" {
 		if r := runEngine(t, engineRoot, args...); r.err != nil {
 			t.Fatalf("commit through the engine: %v\n%s", r.err, r.stderr)
@@ -316,6 +316,34 @@ func TestEngineHostileChanges(t *testing.T) {
 	collectGarbage(t, ct)
 	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/hostile:link", "hostile-run", "cat", "/fidelity/owned", "/etc/only-new"); err != nil || out != "owned by 1000\nnew etc" {
 		t.Errorf("run after a GC: %q %v", out, err)
+	}
+}
+
+// TestEngineNoPause commits through the engine a running container with
+// --pause=false: never paused, its changes copied first (staged, as through
+// a buildkitd) and that copy written into the new snapshot's upper
+// directory, with no session transfer; the layer is entry for entry the one
+// the same staged copy gives through a buildkitd, and the image is the
+// container's and runs.
+func TestEngineNoPause(t *testing.T) {
+	const ns = "engine-nopause"
+	ct := startContainer(t, ns, "overlayfs", "nopause-1", "echo changed > /motd; touch /ready; exec sleep 3600", false)
+	hostileChanges(t, ct.root(t))
+	staged, transfer := commitLayer(t, ct, "nopause-1", "example.com/nopause:engine", t.TempDir(), "--pause=false")
+	if transfer != "staged" {
+		t.Errorf("--pause=false through the engine: %q, want the staged copy written in place (staged)", transfer)
+	}
+	if st := ct.status(t); st != containerd.Running {
+		t.Errorf("the container is %v after the commit", st)
+	}
+	diffTrees(t, "image vs container (--pause=false, engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/nopause:engine", "overlayfs"))
+	tar, transfer := commitLayer(t, ct, "nopause-1", "example.com/nopause:buildkitd", "", "--pause=false")
+	if transfer != "tar" {
+		t.Fatalf("--pause=false through buildkitd: %q", transfer)
+	}
+	sameLayer(t, "staged in place", staged, "through buildkitd", tar)
+	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/nopause:engine", "nopause-run", "cat", "/fidelity/owned", "/motd"); err != nil || out != "owned by 1000\nchanged\n" {
+		t.Errorf("run: %q %v", out, err)
 	}
 }
 
