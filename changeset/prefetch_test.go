@@ -44,12 +44,7 @@ func TestPrefetch(t *testing.T) {
 	if reused != int64(len("unchanged contents")) || copied != int64(len("second contents!")+len("mapped contents")+len("written just now")+len("a new file")) {
 		t.Errorf("reused %d, copied %d", reused, copied)
 	}
-	staged := t.TempDir()
-	sw, err := Create(staged, map[string]string{"layer": "gzip::"})
-	must(t, err)
-	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, sw))
-	_, err = sw.Close()
-	must(t, err)
+	staged, _ := stageUpper(t, upper)
 	want, err := os.ReadFile(filepath.Join(staged, TarFile))
 	must(t, err)
 

@@ -36,12 +36,7 @@ func TestWriteStagedUpper(t *testing.T) {
 		must(t, os.Chtimes(filepath.Join(upper, p), at, at))
 	}
 
-	staged := t.TempDir()
-	sw, err := Create(staged, map[string]string{"layer": "gzip::"})
-	must(t, err)
-	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, sw))
-	_, err = sw.Close()
-	must(t, err)
+	staged, _ := stageUpper(t, upper)
 	fromStaged := t.TempDir()
 	if _, err := WriteStagedUpper(context.Background(), staged, fromStaged, "trusted.overlay.opaque"); err != nil {
 		t.Fatal(err)

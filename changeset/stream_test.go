@@ -22,6 +22,19 @@ func streamUpper(t *testing.T, upper string) (*Plan, *Manifest) {
 	return p, m
 }
 
+// stageUpper stages the change set of upper in a new directory, as a
+// running container's is staged, and returns it with its manifest.
+func stageUpper(t *testing.T, upper string) (string, *Manifest) {
+	t.Helper()
+	staged := t.TempDir()
+	sw, err := Create(staged, map[string]string{"layer": "gzip::"})
+	must(t, err)
+	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, sw))
+	m, err := sw.Close()
+	must(t, err)
+	return staged, m
+}
+
 func readAll(t *testing.T, p *Plan, name string) ([]byte, error) {
 	t.Helper()
 	var doneErr error
@@ -50,12 +63,7 @@ func TestStreamEqualsStaged(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(upper, strings.Repeat("n", 200)+"\xff"), []byte("long"), 0o644))
 	must(t, unix.Setxattr(filepath.Join(upper, "a/b/file"), "user.x", []byte("y"), 0))
 
-	staged := t.TempDir()
-	sw, err := Create(staged, map[string]string{"layer": "gzip::"})
-	must(t, err)
-	must(t, FromUpperdir(context.Background(), upper, UpperOpt{}, sw))
-	sm, err := sw.Close()
-	must(t, err)
+	staged, sm := stageUpper(t, upper)
 	want, err := os.ReadFile(filepath.Join(staged, TarFile))
 	must(t, err)
 
