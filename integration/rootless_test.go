@@ -228,8 +228,13 @@ func TestRootlessCommit(t *testing.T) {
 	if st, err := inside("ctr", "tasks", "ls"); err != nil || !strings.Contains(st, "RUNNING") {
 		t.Errorf("after the refused commit: %s %v", st, err)
 	}
-	if res := user("commit-frontend", "commit", "--pause=false", id, "example.com/rootless:2"); res.err != nil {
+	md2 := filepath.Join(r.Home, "md2.json")
+	if res := user("commit-frontend", "commit", "--pause=false", "--metadata-file", md2, id, "example.com/rootless:2"); res.err != nil {
 		t.Errorf("--pause=false: %v\n%s", res.err, res.stderr)
+	} else if dt, err := os.ReadFile(md2); err != nil || !strings.Contains(string(dt), `"commit-frontend.transfer": "staged"`) {
+		// The staged copy written in place, the replaced /etc marked
+		// as a userxattr mount reads it.
+		t.Errorf("--pause=false was not written in place: %s %v", dt, err)
 	}
 }
 
