@@ -17,7 +17,10 @@ import (
 // upper directory of an overlay snapshot on the base the change set was read
 // against, as WriteUpper writes a streamed one: every entry of its tar with
 // its owner, mode, times and extended attributes, every removal as a
-// whiteout, every replaced directory marked opaque with opaqueXattr.
+// whiteout, every replaced directory marked opaque with opaqueXattr. staged
+// is the commit's own private directory (Create's), not the container's:
+// its two files are opened by path; dir is written through descriptors
+// that cannot leave it, as WriteTree writes.
 func WriteStagedUpper(ctx context.Context, staged, dir, opaqueXattr string) (TreeStats, error) {
 	var stats TreeStats
 	if opaqueXattr == "" {

@@ -265,17 +265,13 @@ func TestEngineReplacedDirectory(t *testing.T) {
 	const ns = "engine-replaced"
 	ct := startContainer(t, ns, "overlayfs", "replaced-1", "rm -rf /etc && mkdir /etc && echo new > /etc/only && "+
 		"dd if=/dev/urandom of=/etc/big bs=1M count=4 2>/dev/null && mkdir -p /srv && echo s > /srv/s && rm /bin/vi", true)
-	layer := func(ref, engineRoot string) (map[string]layerEntry, string) {
-		t.Helper()
-		return commitLayer(t, ct, "replaced-1", ref, engineRoot)
-	}
-	link, transfer := layer("example.com/replaced:link", t.TempDir())
+	link, transfer := commitLayer(t, ct, "replaced-1", "example.com/replaced:link", t.TempDir())
 	if transfer != "link" {
 		t.Errorf("a replaced directory through the engine: %q, want it written in place (link)", transfer)
 	}
 	diffTrees(t, "image vs container (replaced directory, engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/replaced:link", "overlayfs"))
 	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
-	tar, transfer := layer("example.com/replaced:tar", "")
+	tar, transfer := commitLayer(t, ct, "replaced-1", "example.com/replaced:tar", "")
 	if transfer != "tar" {
 		t.Fatalf("crossed as %q with COMMIT_FRONTEND_TRANSFER=tar", transfer)
 	}
@@ -295,11 +291,7 @@ func TestEngineHostileChanges(t *testing.T) {
 	const ns = "engine-hostile"
 	ct := startContainer(t, ns, "overlayfs", "hostile-1", "echo changed > /motd; touch /ready; exec sleep 3600", false)
 	hostileChanges(t, ct.root(t))
-	layer := func(ref, engineRoot string) (map[string]layerEntry, string) {
-		t.Helper()
-		return commitLayer(t, ct, "hostile-1", ref, engineRoot)
-	}
-	link, transfer := layer("example.com/hostile:link", t.TempDir())
+	link, transfer := commitLayer(t, ct, "hostile-1", "example.com/hostile:link", t.TempDir())
 	if transfer != "link" {
 		t.Errorf("through the engine: %q, want it written in place (link)", transfer)
 	}
@@ -311,7 +303,7 @@ func TestEngineHostileChanges(t *testing.T) {
 	}
 	diffTrees(t, "image vs container (engine)", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, "example.com/hostile:link", "overlayfs"))
 	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
-	tar, _ := layer("example.com/hostile:tar", "")
+	tar, _ := commitLayer(t, ct, "hostile-1", "example.com/hostile:tar", "")
 	sameLayer(t, "link", link, "tar", tar)
 	collectGarbage(t, ct)
 	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/hostile:link", "hostile-run", "cat", "/fidelity/owned", "/etc/only-new"); err != nil || out != "owned by 1000\nnew etc" {
