@@ -225,13 +225,16 @@ func (e *Engine) start(ctx context.Context, opt Options, l net.Listener) error {
 		store = localContent{Store: store, dir: dir}
 	}
 	wopt.ContentStore = containerdsnapshot.NewContentStore(store, wopt.ContentStore.Namespace())
-	w, err := base.NewWorker(ctx, wopt)
+	is := &imageStore{Store: wopt.ImageStore}
+	wopt.ImageStore = is
+	bw, err := base.NewWorker(ctx, wopt)
 	if err != nil {
 		return errors.Wrap(err, "starting BuildKit's worker")
 	}
-	e.closers = append(e.closers, w.Close)
-	e.trees.w = w
-	w.SourceManager.Register(&e.trees)
+	e.closers = append(e.closers, bw.Close)
+	w := &engineWorker{Worker: bw, images: is}
+	e.trees.w = bw
+	bw.SourceManager.Register(&e.trees)
 	wc := &worker.Controller{}
 	if err := wc.Add(w); err != nil {
 		return err
@@ -309,7 +312,7 @@ var CollectEvery = 5 * time.Minute
 
 // collectDue collects the engine's garbage if the last pass is older than
 // CollectEvery, and records the pass.
-func collectDue(root string, w *base.Worker) error {
+func collectDue(root string, w *engineWorker) error {
 	stamp := filepath.Join(root, "gc-stamp")
 	if fi, err := os.Stat(stamp); err == nil && time.Since(fi.ModTime()) < CollectEvery {
 		return nil
@@ -326,7 +329,7 @@ func collectDue(root string, w *base.Worker) error {
 
 // collect prunes the worker's cache by its policy, as BuildKit's controller
 // does after a solve.
-func collect(w *base.Worker) error {
+func collect(w *engineWorker) error {
 	ch := make(chan bkclient.UsageInfo)
 	go func() {
 		for range ch {
