@@ -28,12 +28,14 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	"github.com/commit-frontend/commit-frontend/internal/testenv"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/moby/buildkit/client"
 )
 
 var (
 	rootfsSizes = flag.String("bench.rootfs", "50MB,2GB", "rootfs sizes to set up: 50MB (500 files), 2GB (50k files)")
 	keep        = flag.Bool("bench.keep", false, "keep the daemons' directory")
+	moreImages  = flag.Int("bench.images", 0, "name the first base image this many more times in every peer's image store first: the store of a host that has committed for a while, which a commit's cost must not follow")
 	ctrdWorker  = flag.Bool("bench.containerd-worker", false, "also commit through a buildkitd whose containerd worker shares the containerd and namespace (impl=commit-frontend-ctrd-worker)")
 )
 
@@ -139,6 +141,11 @@ func setup(m *testing.M) (int, error) {
 		}
 		env.bases[size] = name
 	}
+	if *moreImages > 0 {
+		if err := nameMore(ctx, env.bases[strings.Split(*rootfsSizes, ",")[0]], *moreImages); err != nil {
+			return 1, err
+		}
+	}
 	fmt.Fprintf(os.Stderr, "machine: %d CPUs, %s, %s\n", runtime.NumCPU(), runtime.Version(), kernel())
 	return m.Run(), nil
 }
@@ -196,6 +203,40 @@ func baseImage(ctx context.Context, bk *client.Client, size string) (string, err
 	os.Remove(tar)
 	fmt.Fprintf(os.Stderr, "base image %s: %d files of %d bytes, ready in %s\n", name, files, fileSize, time.Since(start).Round(time.Second))
 	return name, nil
+}
+
+// nameMore names image n more times (docker.io/bench/more:1..n) in the
+// benchmark's containerd namespace, in docker's (moby, on the same
+// containerd) and in podman's store.
+func nameMore(ctx context.Context, image string, n int) error {
+	cc, err := containerd.New(env.ctrd.Addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	var names []string
+	for _, namespace := range []string{ns, "moby"} {
+		nctx := namespaces.WithNamespace(ctx, namespace)
+		img, err := cc.ImageService().Get(nctx, image)
+		if err != nil {
+			return err
+		}
+		names = names[:0]
+		for i := 1; i <= n; i++ {
+			img.Name = fmt.Sprintf("docker.io/bench/more:%d", i)
+			names = append(names, img.Name)
+			if _, err := cc.ImageService().Create(nctx, img); err != nil {
+				return err
+			}
+		}
+	}
+	if env.podman != nil {
+		if _, err := env.podman.run(ctx, append([]string{"tag", image}, names...)...); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%s named %d more times in every image store\n", image, n)
+	return nil
 }
 
 // change is what a container writes before it is committed.

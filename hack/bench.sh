@@ -8,6 +8,7 @@
 #   bash hack/bench.sh                       # the full matrix, 3 runs a cell
 #   BENCH='BenchmarkCommit/rootfs=50MB/change=1KiB' ROOTFS=50MB BENCHTIME=1x bash hack/bench.sh  # a subset
 #   BENCH_ARGS=-bench.containerd-worker bash hack/bench.sh  # also through buildkitd's containerd worker
+#   BENCH_ARGS=-bench.images=500 bash hack/bench.sh  # on image stores that hold 500 more images
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CF_BIN=$(WITH_NERDCTL=1 bash hack/install-deps.sh | tail -n 1)
