@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/commit-frontend/commit-frontend/internal/solve"
@@ -137,7 +138,7 @@ func (ti *treeInstance) Snapshot(ctx context.Context, _ solver.JobContext) (_ ca
 		}
 	}()
 	if parent != nil {
-		err = ti.t.writeUpper(ctx, parent, m, o.fill)
+		err = ti.t.writeUpper(ctx, m, o.fill)
 	} else {
 		err = writeMounted(ctx, m, o.fill)
 	}
@@ -170,20 +171,12 @@ func writeMounted(ctx context.Context, m cache.MutableRef, fill Fill) error {
 	return err
 }
 
-// writeUpper fills the upper directory of m, an overlay snapshot on
-// parent: the tree's whiteouts are then overlayfs's own. The mounts are
-// the snapshotter's own (a mutable ref mounts as a bind of a shared
-// mount); a new ref's snapshot has the ref's ID.
-func (t *trees) writeUpper(ctx context.Context, parent cache.ImmutableRef, m cache.MutableRef, fill Fill) error {
-	lower, err := parent.Mount(ctx, true, nil)
-	if err != nil {
-		return err
-	}
-	lowerMounts, releaseLower, err := lower.Mount()
-	if err != nil {
-		return err
-	}
-	defer releaseLower()
+// writeUpper fills the upper directory of m, an overlay snapshot on its
+// parent (made by the cache manager, which extracted the parent first):
+// the tree's whiteouts are then overlayfs's own. The mounts are the
+// snapshotter's own; a new ref's snapshot has the ref's ID. The differ
+// checks later that the snapshot is one layer on the parent's.
+func (t *trees) writeUpper(ctx context.Context, m cache.MutableRef, fill Fill) error {
 	upper, err := t.w.Snapshotter.Mounts(ctx, m.ID())
 	if err != nil {
 		return err
@@ -193,9 +186,16 @@ func (t *trees) writeUpper(ctx context.Context, parent cache.ImmutableRef, m cac
 		return err
 	}
 	defer releaseUpper()
-	dir, err := overlay.GetUpperdir(lowerMounts, upperMounts)
-	if err != nil {
-		return errors.Wrap(err, "the change set's snapshot is not an overlay on its base")
+	var dir string
+	if len(upperMounts) == 1 && overlay.IsOverlayMountType(upperMounts[0]) {
+		for _, o := range upperMounts[0].Options {
+			if d, ok := strings.CutPrefix(o, "upperdir="); ok {
+				dir = d
+			}
+		}
+	}
+	if dir == "" {
+		return errors.Errorf("the change set's snapshot is not an overlay on its base: %v", upperMounts)
 	}
 	// overlayfs reads the marks of a userxattr mount (rootless) in the
 	// user namespace, the others in the trusted one.
