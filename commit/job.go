@@ -14,8 +14,11 @@ import (
 	"github.com/commit-frontend/commit-frontend/frontend"
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
 	bkclient "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/session/filesync"
@@ -61,6 +64,40 @@ type job struct {
 	volumes []container.Mount
 	// secretScan is Options.SecretScan; "" (a builder step) scans nothing.
 	secretScan string
+}
+
+// baseInput returns the base image as the frontend input baseContext, an
+// OCI layout in the session's store storeID as the frontend would load it,
+// and names it in fo with its config.
+func (j *job) baseInput(ctx context.Context, fo *frontend.Options, storeID string) (map[string]llb.State, error) {
+	cs := j.Containerd.ContentStore()
+	desc, err := images.Config(ctx, cs, j.target.Manifest, platforms.All)
+	if err != nil {
+		return nil, err
+	}
+	config, err := content.ReadBlob(ctx, cs, desc)
+	if err != nil {
+		return nil, err
+	}
+	name, err := reference.ParseNormalizedNamed(baseContext)
+	if err != nil {
+		return nil, err
+	}
+	named, err := reference.WithDigest(name, j.target.Manifest.Digest)
+	if err != nil {
+		return nil, err
+	}
+	value, key, metadata, err := frontend.InputContext(baseContext, config)
+	if err != nil {
+		return nil, err
+	}
+	fo.Contexts[baseContext] = value
+	if fo.Extra == nil {
+		fo.Extra = map[string]string{}
+	}
+	fo.Extra[key] = metadata
+	st := llb.OCILayout(named.String(), llb.OCIStore("", storeID), llb.Platform(j.target.Platform), llb.WithCustomName("[context base] OCI load from client"))
+	return map[string]llb.State{baseContext: st}, nil
 }
 
 // run reads the change set, solves and lands, in that order; what each
@@ -115,19 +152,29 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 		fo.Contexts[squashContext] = frontend.OCILayoutContext(storeID, j.squashRoot.Digest)
 	}
 	fo.Platform = platforms.FormatAll(tg.Platform)
+	var inputs map[string]llb.State
 	switch {
 	case tg.Remote != "":
 		// The base's layers were discarded after unpacking: BuildKit
 		// fetches them from the base's registry, by digest.
 		fo.Base = baseContext
 		fo.Contexts[baseContext] = frontend.ImageContext(tg.Remote)
+	case tg.Manifest.Digest != "" && j.BuildkitInProcess && !fo.Attested():
+		// The engine in this process reads the base's layers from
+		// containerd itself: the frontend is given the base's config too,
+		// rather than resolve it through the session (a sixth of a small
+		// commit's solve). Provenance names a base BuildKit resolved.
+		fo.Base = baseContext
+		if inputs, err = j.baseInput(ctx, fo, storeID); err != nil {
+			return nil, errors.Wrap(err, "the base image's config")
+		}
 	case tg.Manifest.Digest != "":
 		fo.Base = baseContext
 		fo.Contexts[baseContext] = frontend.OCILayoutContext(storeID, tg.Manifest.Digest)
 	default:
 		fo.Base = frontend.Scratch
 	}
-	so := bkclient.SolveOpt{OCIStores: map[string]content.Store{storeID: sessionStore}, Session: j.Session}
+	so := bkclient.SolveOpt{OCIStores: map[string]content.Store{storeID: sessionStore}, Session: j.Session, FrontendInputs: inputs}
 	// BuildKit's Dockerfile converter reads .dockerignore from the main
 	// context whatever the build: a commit's is empty.
 	dirs := filesync.StaticDirSource{dockerui.DefaultLocalNameContext: emptyContext{}}

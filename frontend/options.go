@@ -121,7 +121,23 @@ const (
 	ociLayoutScheme   = "oci-layout://"
 	dockerImageScheme = "docker-image://"
 	localScheme       = "local:"
+	inputScheme       = "input:"
+	// inputMetadataPrefix starts the option that gives an input's image
+	// config.
+	inputMetadataPrefix = "input-metadata:"
 )
+
+// InputContext returns the named-context value for the frontend input name
+// (a state the client gives with the solve), and the option, key and
+// value, that gives config as its image config: the frontend then
+// resolves nothing.
+func InputContext(name string, config []byte) (value, key, metadata string, err error) {
+	dt, err := json.Marshal(map[string][]byte{exptypes.ExporterImageConfigKey: config})
+	if err != nil {
+		return "", "", "", err
+	}
+	return inputScheme + name, inputMetadataPrefix + name, string(dt), nil
+}
 
 // OCILayoutContext is the named-context value for the image whose manifest
 // or index is dgst in the session's OCI store storeID.

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +76,13 @@ func TestEngineCommit(t *testing.T) {
 	cfg := imageConfig(t, ct.c, mustImage(t, ct.c, "example.com/engine:1"))
 	if h := cfg.History[len(cfg.History)-1]; h.Comment != "through the engine" {
 		t.Errorf("history: %+v", h)
+	}
+	// The base's config, which the CLI gives the frontend, carries over.
+	base := imageConfig(t, ct.c, mustImage(t, ct.c, baseName))
+	if !slices.Equal(cfg.Config.Cmd, base.Config.Cmd) || !slices.Equal(cfg.Config.Env, base.Config.Env) || len(base.Config.Cmd) == 0 ||
+		len(cfg.History) != len(base.History)+1 || !reflect.DeepEqual(cfg.History[:len(base.History)], base.History) ||
+		!slices.Equal(cfg.RootFS.DiffIDs[:len(base.RootFS.DiffIDs)], base.RootFS.DiffIDs) {
+		t.Errorf("the base's config did not carry over:\nbase  %+v %+v\nimage %+v %+v", base.Config, base.History, cfg.Config, cfg.History)
 	}
 	if out, err := env.ctrd.Ctr(context.Background(), ns, "run", "--rm", "example.com/engine:1", "engine-run", "cat", "/srv/app/hello"); err != nil || strings.TrimSpace(out) != "engine" {
 		t.Errorf("run: %q %v", out, err)
