@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/worker/base"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // imageStore is the worker's view of containerd's image store. BuildKit's
@@ -28,8 +29,8 @@ func (s *imageStore) List(ctx context.Context, filters ...string) ([]images.Imag
 	return s.Store.List(ctx, filters...)
 }
 
-// engineWorker is BuildKit's worker, its prunes and usage reports taken one
-// at a time. A prune whose result what images share cannot change (prunes
+// engineWorker is BuildKit's worker, its platforms asked for once, its
+// prunes and usage reports taken one at a time. A prune whose result what images share cannot change (prunes
 // of all the records the filters match, with no space to keep) reads no
 // image: its reading of the image store lists nothing. Shared records are
 // kept only by prunes without All (the garbage-collection policy's), and
@@ -39,6 +40,16 @@ type engineWorker struct {
 	*base.Worker
 	images *imageStore
 	mu     sync.Mutex
+}
+
+// Platforms are the worker's platforms as they stand. BuildKit's
+// controller asks for them afresh (noCache) on every ListWorkers, and the
+// worker then looks for emulators by running a binary for each
+// architecture (archutil): a few milliseconds, in every commit, to tell
+// platforms a commit never uses. A RUN step for another platform looks
+// for its emulator itself.
+func (w *engineWorker) Platforms(bool) []ocispecs.Platform {
+	return w.Worker.Platforms(false)
 }
 
 func (w *engineWorker) DiskUsage(ctx context.Context, opt bkclient.DiskUsageInfo) ([]*bkclient.UsageInfo, error) {
