@@ -21,7 +21,10 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/snapshot"
+	"github.com/opencontainers/image-spec/identity"
 )
 
 // runEngine runs the CLI with no buildkitd named (no --addr, no
@@ -470,4 +473,30 @@ func TestEngineKeepsBaseLayers(t *testing.T) {
 		t.Errorf("the new layer is %s, want gzip", l.MediaType)
 	}
 	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
+
+	// The first commit on this base took containerd's snapshot of it, the
+	// one the container stands on: the engine's snapshot of the base holds
+	// nothing of its own, no second copy of the base's files.
+	nctx := namespaces.WithNamespace(ctx, ns)
+	diffIDs, err := images.RootFS(ctx, ct.c.ContentStore(), baseManifest.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := identity.ChainID(diffIDs)
+	sn := ct.c.SnapshotService("overlayfs")
+	info, err := sn.Stat(nctx, snapshot.LayerSnapshotID(chain))
+	if err != nil {
+		t.Fatalf("the engine's snapshot of the base: %v", err)
+	}
+	usage, err := sn.Usage(nctx, info.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseUsage, err := sn.Usage(nctx, chain.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Parent != chain.String() || usage.Size > 64<<10 {
+		t.Errorf("the engine copied the base (%d bytes in %d inodes on %q; containerd's snapshot of it: %d bytes)", usage.Size, usage.Inodes, info.Parent, baseUsage.Size)
+	}
 }
