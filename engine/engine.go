@@ -317,7 +317,7 @@ func collectDue(root string, w *engineWorker) error {
 	if fi, err := os.Stat(stamp); err == nil && time.Since(fi.ModTime()) < CollectEvery {
 		return nil
 	}
-	if err := collect(w); err != nil {
+	if err := collect(root, w); err != nil {
 		return err
 	}
 	if err := os.WriteFile(stamp, nil, 0o600); err != nil {
@@ -328,18 +328,65 @@ func collectDue(root string, w *engineWorker) error {
 }
 
 // collect prunes the worker's cache by its policy, as BuildKit's controller
-// does after a solve.
-func collect(w *engineWorker) error {
+// does after a solve, unless a usage report read with no image tells that
+// the pass would remove nothing (collectable): the pass reads the manifest
+// of every image in the namespace for each rule of the policy (which
+// records an image shares), about a second with 300 images.
+func collect(root string, w *engineWorker) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	policy := w.GCPolicy()
+	du, err := w.unsharedUsage(ctx)
+	if err != nil {
+		return errors.Wrap(err, "the engine's cache usage")
+	}
+	if dstat, err := disk.GetDiskStat(root); err == nil && !collectable(policy, du, dstat.Free, time.Now()) {
+		return nil
+	}
 	ch := make(chan bkclient.UsageInfo)
 	go func() {
 		for range ch {
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err := w.Prune(ctx, ch, w.GCPolicy()...)
+	err = w.Prune(ctx, ch, policy...)
 	close(ch)
 	return errors.Wrap(err, "collecting the engine's garbage")
+}
+
+// collectable tells whether a pass of policy might remove a record of a
+// cache whose records are du, on a disk with free bytes free. A rule
+// removes records only when the cache is over the space it keeps (a rule
+// keeping no space: always) and among the records not used for its keep
+// duration, or never (a rule keeping none: all records). It errs towards
+// yes: every record counts towards the space (shared ones too, which the
+// rules count out), a cache over any bound of a rule is over it, and a
+// rule's filters are not read (any record may match).
+func collectable(policy []bkclient.PruneInfo, du []*bkclient.UsageInfo, free int64, now time.Time) bool {
+	var total int64
+	for _, u := range du {
+		total += u.Size
+	}
+	for _, r := range policy {
+		over := true
+		if r.MinFreeSpace != 0 || r.MaxUsedSpace != 0 || r.ReservedSpace != 0 {
+			over = (r.MinFreeSpace != 0 && free < r.MinFreeSpace) ||
+				(r.MaxUsedSpace != 0 && total > r.MaxUsedSpace) ||
+				(r.ReservedSpace != 0 && total > r.ReservedSpace)
+		}
+		stale := len(du) > 0
+		if r.KeepDuration != 0 {
+			stale = false
+			for _, u := range du {
+				if u.LastUsedAt == nil || u.LastUsedAt.Before(now.Add(-r.KeepDuration)) {
+					stale = true
+				}
+			}
+		}
+		if over && stale {
+			return true
+		}
+	}
+	return false
 }
 
 // lock takes the state directory's lock, waiting at most LockTimeout for

@@ -58,6 +58,16 @@ func (w *engineWorker) DiskUsage(ctx context.Context, opt bkclient.DiskUsageInfo
 	return w.Worker.DiskUsage(ctx, opt)
 }
 
+// unsharedUsage is the cache's usage report read with no image: every
+// record counted as not shared.
+func (w *engineWorker) unsharedUsage(ctx context.Context) ([]*bkclient.UsageInfo, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.images.unread.Store(true)
+	defer w.images.unread.Store(false)
+	return w.Worker.DiskUsage(ctx, bkclient.DiskUsageInfo{})
+}
+
 func (w *engineWorker) Prune(ctx context.Context, ch chan bkclient.UsageInfo, opts ...bkclient.PruneInfo) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()

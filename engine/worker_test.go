@@ -2,6 +2,7 @@ package engine
 
 import (
 	"testing"
+	"time"
 
 	bkclient "github.com/moby/buildkit/client"
 )
@@ -26,6 +27,43 @@ func TestSharingIrrelevant(t *testing.T) {
 	} {
 		if got := sharingIrrelevant(c.opts); got != c.want {
 			t.Errorf("%s: sharingIrrelevant = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestCollectable(t *testing.T) {
+	now := time.Now()
+	ago := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+	policy := gcPolicy(t.TempDir())
+	if len(policy) == 0 {
+		t.Fatal("no garbage-collection policy")
+	}
+	const free = 1 << 50 // a disk with room
+	for _, c := range []struct {
+		name   string
+		policy []bkclient.PruneInfo
+		du     []*bkclient.UsageInfo
+		free   int64
+		want   bool
+	}{
+		{"an empty cache", policy, nil, free, false},
+		{"a base used an hour ago", policy, []*bkclient.UsageInfo{{Size: 1 << 30, LastUsedAt: ago(time.Hour)}}, free, false},
+		// The first rule: over 512 MB, local sources unused for 48 hours.
+		{"a base unused for three days", policy, []*bkclient.UsageInfo{{Size: 1 << 30, LastUsedAt: ago(72 * time.Hour)}}, free, true},
+		{"a small record unused for three days", policy, []*bkclient.UsageInfo{{Size: 1 << 20, LastUsedAt: ago(72 * time.Hour)}}, free, false},
+		{"a small record never used", policy, []*bkclient.UsageInfo{{Size: 1 << 20}}, free, false},
+		{"a record never used, over the space", policy, []*bkclient.UsageInfo{{Size: 1 << 30}}, free, true},
+		// The second: anything unused for 60 days, once over the cap.
+		{"a small record unused for 90 days", policy, []*bkclient.UsageInfo{{Size: 1 << 20, LastUsedAt: ago(90 * 24 * time.Hour)}}, free, false},
+		{"a full disk, a record unused for 90 days", policy, []*bkclient.UsageInfo{{Size: 1 << 20, LastUsedAt: ago(90 * 24 * time.Hour)}}, 0, true},
+		// The last: the cache over its cap, whatever its age.
+		{"a cache over the cap", policy, []*bkclient.UsageInfo{{Size: 200 << 30, LastUsedAt: ago(time.Minute)}}, free, true},
+		{"a full disk", policy, []*bkclient.UsageInfo{{Size: 1 << 20, LastUsedAt: ago(time.Minute)}}, 0, true},
+		{"a rule that keeps nothing", []bkclient.PruneInfo{{Filter: []string{"type==regular"}}}, []*bkclient.UsageInfo{{Size: 1, LastUsedAt: ago(time.Second)}}, free, true},
+		{"a rule that keeps nothing, no record", []bkclient.PruneInfo{{All: true}}, nil, free, false},
+	} {
+		if got := collectable(c.policy, c.du, c.free, now); got != c.want {
+			t.Errorf("%s: collectable = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
