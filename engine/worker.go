@@ -30,12 +30,12 @@ func (s *imageStore) List(ctx context.Context, filters ...string) ([]images.Imag
 }
 
 // engineWorker is BuildKit's worker, its platforms asked for once, its
-// prunes and usage reports taken one at a time. A prune whose result what images share cannot change (prunes
-// of all the records the filters match, with no space to keep) reads no
-// image: its reading of the image store lists nothing. Shared records are
-// kept only by prunes without All (the garbage-collection policy's), and
-// shared data counts out of the space a policy keeps: those read the
-// images, as in buildkitd.
+// prunes and usage reports taken one at a time. A prune whose result what
+// images share cannot change (prunes of all the records the filters match,
+// with no space to keep) reads no image: its reading of the image store
+// lists nothing. Shared records are kept only by prunes without All (the
+// garbage-collection policy's), and shared data counts out of the space a
+// policy keeps: those read the images, as in buildkitd.
 type engineWorker struct {
 	*base.Worker
 	images *imageStore
