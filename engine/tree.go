@@ -12,6 +12,7 @@ import (
 	"github.com/commit-frontend/commit-frontend/internal/solve"
 	cfllb "github.com/commit-frontend/commit-frontend/llb"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -257,16 +258,16 @@ func (t *trees) image(ctx context.Context, manifest ocispecs.Descriptor) (cache.
 // would otherwise extract the base's layers from their blobs into
 // snapshots of its own, a second copy of the whole base on disk (16 s for
 // 2 GB). The cache record of the base (FromRemote) leases the snapshot by
-// that name. Without containerd's snapshot (the base is not unpacked)
-// BuildKit extracts, as before.
+// that name. Without a committed snapshot of containerd's by the chain's
+// name (the base is not unpacked) BuildKit extracts the base itself.
 func (t *trees) adoptBase(ctx context.Context, chain digest.Digest) error {
 	sn := t.w.Snapshotter
 	name := snapshot.LayerSnapshotID(chain)
 	if _, err := sn.Stat(ctx, name); !cerrdefs.IsNotFound(err) {
 		return err
 	}
-	if _, err := sn.Stat(ctx, chain.String()); err != nil {
-		if cerrdefs.IsNotFound(err) {
+	if info, err := sn.Stat(ctx, chain.String()); err != nil || info.Kind != snapshots.KindCommitted {
+		if err == nil || cerrdefs.IsNotFound(err) {
 			return nil
 		}
 		return err
