@@ -12,11 +12,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/commit-frontend/commit-frontend/internal/flock"
 	ctd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/pkg/filters"
 	"github.com/containerd/nerdctl/v2/pkg/rootlessutil"
 	bkclient "github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/cmd/buildkitd/config"
@@ -356,11 +358,12 @@ func collect(root string, w *engineWorker) error {
 // collectable tells whether a pass of policy might remove a record of a
 // cache whose records are du, on a disk with free bytes free. A rule
 // removes records only when the cache is over the space it keeps (a rule
-// keeping no space: always) and among the records not used for its keep
-// duration, or never (a rule keeping none: all records). It errs towards
-// yes: every record counts towards the space (shared ones too, which the
-// rules count out), a cache over any bound of a rule is over it, and a
-// rule's filters are not read (any record may match).
+// keeping no space: always), and only records its filters match that were
+// not used for its keep duration, or never (a rule keeping none: of any
+// age), leaving internal records to rules with All. It errs towards yes:
+// every record counts towards the space (shared ones too, which the rules
+// count out), a cache over any bound of a rule is over it, and a record
+// may be shared or not for a filter.
 func collectable(policy []bkclient.PruneInfo, du []*bkclient.UsageInfo, free int64, now time.Time) bool {
 	var total int64
 	for _, u := range du {
@@ -373,20 +376,56 @@ func collectable(policy []bkclient.PruneInfo, du []*bkclient.UsageInfo, free int
 				(r.MaxUsedSpace != 0 && total > r.MaxUsedSpace) ||
 				(r.ReservedSpace != 0 && total > r.ReservedSpace)
 		}
-		stale := len(du) > 0
-		if r.KeepDuration != 0 {
-			stale = false
-			for _, u := range du {
-				if u.LastUsedAt == nil || u.LastUsedAt.Before(now.Add(-r.KeepDuration)) {
-					stale = true
-				}
-			}
+		if !over {
+			continue
 		}
-		if over && stale {
+		match, err := filters.ParseAll(r.Filter...)
+		if err != nil {
 			return true
+		}
+		for _, u := range du {
+			if !r.All && (u.RecordType == bkclient.UsageRecordTypeInternal || u.RecordType == bkclient.UsageRecordTypeFrontend) {
+				continue
+			}
+			if r.KeepDuration != 0 && u.LastUsedAt != nil && !u.LastUsedAt.Before(now.Add(-r.KeepDuration)) {
+				continue
+			}
+			if match.Match(usageFields(u)) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// usageFields are the fields of u that a prune's filters name, as
+// BuildKit's cache reads them; shared and private both hold, the sharing
+// being unknown.
+func usageFields(u *bkclient.UsageInfo) filters.Adaptor {
+	return filters.AdapterFunc(func(fieldpath []string) (string, bool) {
+		if len(fieldpath) == 0 {
+			return "", false
+		}
+		switch fieldpath[0] {
+		case "id":
+			return u.ID, u.ID != ""
+		case "parents":
+			return strings.Join(u.Parents, ";"), len(u.Parents) > 0
+		case "description":
+			return u.Description, u.Description != ""
+		case "type":
+			return string(u.RecordType), u.RecordType != ""
+		case "inuse":
+			return "", u.InUse
+		case "mutable":
+			return "", u.Mutable
+		case "immutable":
+			return "", !u.Mutable
+		case "shared", "private":
+			return "", true
+		}
+		return "", false
+	})
 }
 
 // lock takes the state directory's lock, waiting at most LockTimeout for
