@@ -1,6 +1,7 @@
 package commit
 
 import (
+	"context"
 	"github.com/commit-frontend/commit-frontend/engine"
 	containerd "github.com/containerd/containerd/v2/client"
 	bkclient "github.com/moby/buildkit/client"
@@ -35,6 +36,9 @@ type Client struct {
 	// them, so that the tree is the new layer as it stands.
 	Trees interface {
 		OfferTree(fill engine.Fill, base ocispecs.Descriptor) (ident string, withdraw func())
+		// TakeBase has the engine hold the base manifest on containerd's
+		// own snapshot of it, for a change set not written in place.
+		TakeBase(ctx context.Context, manifest ocispecs.Descriptor) error
 	}
 	// BuildkitReady, when set, waits until Buildkit serves (an engine
 	// still starting in this process, engine.StartBackground) and tells

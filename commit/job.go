@@ -267,6 +267,14 @@ func (j *job) run(ctx context.Context) (_ *Result, retErr error) {
 			}
 		}
 	}
+	if base := j.baseInPlace(); j.Trees != nil && tg.Snapshot != "" && !onBase && base.Digest != "" {
+		// The change set goes through BuildKit's image sources and ops on
+		// the base: the engine takes containerd's snapshot of the base
+		// first, where BuildKit would extract its layers.
+		if err := j.Trees.TakeBase(ctx, base); err != nil {
+			return nil, err
+		}
+	}
 	if onBase {
 		// The one record the solve makes is the change set written in
 		// place, on the base: the engine's, whose state no other process

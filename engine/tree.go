@@ -70,6 +70,19 @@ func (e *Engine) OfferTree(fill Fill, base ocispecs.Descriptor) (ident string, w
 	}
 }
 
+// TakeBase makes sure the engine's cache holds the image of manifest, a
+// base image in containerd's store, on containerd's own snapshot of it
+// (trees.adoptBase) rather than extract its layers, for a solve that reads
+// the base through BuildKit's image sources (a change set that is not
+// written in place on it).
+func (e *Engine) TakeBase(ctx context.Context, manifest ocispecs.Descriptor) error {
+	ref, err := e.trees.image(ctx, manifest)
+	if err != nil {
+		return errors.Wrapf(err, "the base image %s", manifest.Digest)
+	}
+	return ref.Release(context.WithoutCancel(ctx))
+}
+
 // trees is the source of the offered trees.
 type trees struct {
 	w      *base.Worker

@@ -25,6 +25,7 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/snapshot"
 	"github.com/opencontainers/image-spec/identity"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // runEngine runs the CLI with no buildkitd named (no --addr, no
@@ -475,28 +476,59 @@ func TestEngineKeepsBaseLayers(t *testing.T) {
 	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
 
 	// The first commit on this base took containerd's snapshot of it, the
-	// one the container stands on: the engine's snapshot of the base holds
-	// nothing of its own, no second copy of the base's files.
-	nctx := namespaces.WithNamespace(ctx, ns)
+	// one the container stands on.
+	baseTaken(t, ct, baseManifest)
+}
+
+// baseTaken checks that the engine's snapshot of the base whose manifest
+// is baseManifest, ct's base, is containerd's own with nothing of its own
+// on top: no second copy of the base's files.
+func baseTaken(t *testing.T, ct *container, baseManifest ocispecs.Manifest) {
+	t.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), ct.ns)
 	diffIDs, err := images.RootFS(ctx, ct.c.ContentStore(), baseManifest.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chain := identity.ChainID(diffIDs)
 	sn := ct.c.SnapshotService("overlayfs")
-	info, err := sn.Stat(nctx, snapshot.LayerSnapshotID(chain))
+	info, err := sn.Stat(ctx, snapshot.LayerSnapshotID(chain))
 	if err != nil {
 		t.Fatalf("the engine's snapshot of the base: %v", err)
 	}
-	usage, err := sn.Usage(nctx, info.Name)
+	usage, err := sn.Usage(ctx, info.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseUsage, err := sn.Usage(nctx, chain.String())
+	baseUsage, err := sn.Usage(ctx, chain.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.Parent != chain.String() || usage.Size > 64<<10 {
 		t.Errorf("the engine copied the base (%d bytes in %d inodes on %q; containerd's snapshot of it: %d bytes)", usage.Size, usage.Inodes, info.Parent, baseUsage.Size)
 	}
+}
+
+// TestEngineTakesBase: a change set that is not written in place on the
+// base (sent through the engine's session as a tar, as with provenance or
+// volumes, and applied on the base by BuildKit's ops) also leaves the
+// engine on containerd's snapshot of the base, not an extraction of it.
+func TestEngineTakesBase(t *testing.T) {
+	const ns = "engine-takes-base"
+	ct := startContainer(t, ns, "overlayfs", "takes-base", "mkdir /srv && echo taken > /srv/who && rm /bin/vi", true)
+	md := filepath.Join(t.TempDir(), "md.json")
+	const ref = "example.com/takes-base:1"
+	t.Setenv("COMMIT_FRONTEND_TRANSFER", "tar")
+	if r := runEngine(t, t.TempDir(), "commit", "--namespace", ns, "--metadata-file", md, "takes-base", ref); r.err != nil {
+		t.Fatalf("commit: %v\n%s", r.err, r.stderr)
+	}
+	if dt, err := os.ReadFile(md); err != nil || !strings.Contains(string(dt), `"commit-frontend.transfer": "tar"`) {
+		t.Fatalf("the change set did not cross as a tar: %s %v", dt, err)
+	}
+	diffTrees(t, "image vs container", ct.snapshotTree(t, "overlayfs"), imageTree(t, ct.c, ref, "overlayfs"))
+	base, err := images.Manifest(context.Background(), ct.c.ContentStore(), mustImage(t, ct.c, baseName).Target, platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseTaken(t, ct, base)
 }
