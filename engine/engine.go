@@ -338,7 +338,7 @@ func collect(root string, w *engineWorker) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	policy := w.GCPolicy()
-	du, err := w.unsharedUsage(ctx)
+	du, err := w.DiskUsage(ctx, bkclient.DiskUsageInfo{})
 	if err != nil {
 		return errors.Wrap(err, "the engine's cache usage")
 	}

@@ -30,10 +30,11 @@ func (s *imageStore) List(ctx context.Context, filters ...string) ([]images.Imag
 }
 
 // engineWorker is BuildKit's worker, its platforms asked for once, its
-// prunes and usage reports taken one at a time. A prune whose result what
-// images share cannot change (prunes of all the records the filters match,
-// with no space to keep) reads no image: its reading of the image store
-// lists nothing. Shared records are kept only by prunes without All (the
+// prunes and usage reports taken one at a time, its usage reports read
+// with no image. A prune whose result what images share cannot change
+// (prunes of all the records the filters match, with no space to keep)
+// reads no image either: its reading of the image store lists nothing.
+// Shared records are kept only by prunes without All (the
 // garbage-collection policy's), and shared data counts out of the space a
 // policy keeps: those read the images, as in buildkitd.
 type engineWorker struct {
@@ -52,20 +53,17 @@ func (w *engineWorker) Platforms(bool) []ocispecs.Platform {
 	return w.Worker.Platforms(false)
 }
 
+// DiskUsage is the cache's usage report, read with no image: no record
+// is reported shared. What a record shares changes nothing the engine's
+// users read of the report (du shows what a prune frees; a commit, its
+// records), and the reading of every image, every time, is what a small
+// commit would pay for it.
 func (w *engineWorker) DiskUsage(ctx context.Context, opt bkclient.DiskUsageInfo) ([]*bkclient.UsageInfo, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.Worker.DiskUsage(ctx, opt)
-}
-
-// unsharedUsage is the cache's usage report read with no image: every
-// record counted as not shared.
-func (w *engineWorker) unsharedUsage(ctx context.Context) ([]*bkclient.UsageInfo, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.images.unread.Store(true)
 	defer w.images.unread.Store(false)
-	return w.Worker.DiskUsage(ctx, bkclient.DiskUsageInfo{})
+	return w.Worker.DiskUsage(ctx, opt)
 }
 
 func (w *engineWorker) Prune(ctx context.Context, ch chan bkclient.UsageInfo, opts ...bkclient.PruneInfo) error {
