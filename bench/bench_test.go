@@ -393,13 +393,16 @@ func benchCell(b *testing.B, base string, ch change, compression string, cold bo
 	}
 	if impl == "docker-commit" || impl == "commit-frontend-docker" || impl == "commit-frontend-docker-engine" {
 		b.StopTimer()
-		var client, daemons time.Duration
+		var client, daemons, paused time.Duration
 		for i := 0; i < b.N; i++ {
-			c, d := benchDocker(b, base, ch, cold, impl)
-			client, daemons = client+c, daemons+d
+			c, d, p := benchDocker(b, base, ch, cold, impl)
+			client, daemons, paused = client+c, daemons+d, paused+p
 		}
 		b.ReportMetric((client+daemons).Seconds()/float64(b.N), "cpu-s/op")
 		b.ReportMetric(client.Seconds()/float64(b.N), "client-cpu-s/op")
+		if paused > 0 {
+			b.ReportMetric(paused.Seconds()*1000/float64(b.N), "paused-ms/op")
+		}
 		return
 	}
 	cc, err := containerd.New(env.ctrd.Addr, containerd.WithDefaultNamespace(ns))

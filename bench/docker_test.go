@@ -46,8 +46,8 @@ func loadDocker(ctx context.Context, d *testenv.Dockerd, tar, name string) error
 // `commit-frontend commit --docker` (impl commit-frontend-docker; through
 // the engine in the CLI, commit-frontend-docker-engine) of a
 // fresh docker container changed by ch; it returns the client's and the
-// daemons' CPU time.
-func benchDocker(b *testing.B, base string, ch change, cold bool, impl string) (client, daemons time.Duration) {
+// daemons' CPU time, and how long commit-frontend paused the container.
+func benchDocker(b *testing.B, base string, ch change, cold bool, impl string) (client, daemons, paused time.Duration) {
 	ctx := context.Background()
 	d := env.dockerd
 	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
@@ -74,11 +74,13 @@ func benchDocker(b *testing.B, base string, ch change, cold bool, impl string) (
 		bin = "docker"
 	}
 	var cmd *exec.Cmd
+	md := ""
 	if impl == "docker-commit" {
 		cmd = exec.Command(bin, "-H", d.Host, "commit", id, ref)
 		cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+filepath.Join(filepath.Dir(d.Root), "config"))
 	} else {
-		cmd = exec.Command(env.cli, "commit", "--docker", id, ref)
+		md = filepath.Join(env.dir, id+".json")
+		cmd = exec.Command(env.cli, "commit", "--docker", "--metadata-file", md, id, ref)
 		cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
 		if impl == "commit-frontend-docker-engine" {
 			// BuildKit's engine in the CLI on dockerd's containerd,
@@ -94,5 +96,8 @@ func benchDocker(b *testing.B, base string, ch change, cold bool, impl string) (
 		b.Fatalf("%s: %v: %s", impl, err, out)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), daemonCPU() - daemons0
+	if md != "" {
+		_, paused = changeSetSize(b, md)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), daemonCPU() - daemons0, paused
 }
